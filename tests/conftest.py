@@ -1,0 +1,29 @@
+"""Shared test helpers: composing the real configs, and a CPU Hardware for steps."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from worldmodel.hardware import Hardware
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+
+# pygame must never try to open a window in tests.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+
+def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides or [],
+                       return_hydra_config=return_hydra_config)
+
+
+@pytest.fixture
+def cpu() -> Hardware:
+    return Hardware(device=torch.device("cpu"), workers=2, threads=torch.get_num_threads())

@@ -1,0 +1,5 @@
+"""`python -m worldmodel` is the `worldmodel` command."""
+
+from worldmodel.cli import main
+
+main()

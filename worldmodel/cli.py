@@ -1,0 +1,61 @@
+"""The `worldmodel` command: a Hydra app that runs the pipeline.
+
+    worldmodel                                   # the whole chain, data=small, hardware=auto
+    worldmodel data=tiny hardware=cpu steps=[collect]
+    worldmodel -m seed=0,1,2                     # a sweep (Hydra multirun)
+    worldmodel --cfg job                         # print the composed config and stop
+
+Configs live in the repository's conf/ (see README.md for the groups).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from worldmodel import hardware
+from worldmodel.config import typed
+from worldmodel.errors import WorldModelError
+from worldmodel.pipeline import STEPS
+from worldmodel.runner import Runner
+from worldmodel.store import Store
+
+log = logging.getLogger("worldmodel")
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the steps `cfg` asks for; returns the run's summary."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hw = hardware.setup(typed(hardware.HardwareConfig, cfg.hardware, "hardware"))
+    log.info("hardware: %s; run directory: %s", hw.describe()["device"], run_dir)
+    store = Store(cfg.paths.store, verify=cfg.verify)
+    runner = Runner(STEPS, cfg, hw, store, run_dir)
+    summary = runner.run(cfg.steps, cfg.force)
+    log.info("summary: %s", run_dir / "summary.json")
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def app(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except WorldModelError as exc:
+        log.error("error: %s", exc)
+        # SystemExit passes through Hydra's error handler, so the user sees one line.
+        sys.exit(2)
+
+
+def main() -> None:
+    if not (CONF_DIR / "config.yaml").is_file():
+        sys.exit(
+            f"error: worldmodel's configs are not at {CONF_DIR}; install the package from its "
+            "repository with `pip install -e .` (scripts/run.sh does this)"
+        )
+    app()

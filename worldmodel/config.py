@@ -1,0 +1,54 @@
+"""Config plumbing: cutting a step's slice out of the Hydra config and typing it.
+
+Configs are plain YAML data. At a step's boundary its slice becomes a dataclass, so a step
+reads `cfg.epochs` (an int, checked) rather than digging in a DictConfig.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from worldmodel.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The resolved values of `keys` (dotted paths into `cfg`) as plain JSON-like data."""
+    part: dict[str, Any] = {}
+    for key in keys:
+        try:
+            node = OmegaConf.select(cfg, key, throw_on_missing=True, default=KeyError)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"config key {key!r} cannot be resolved: {exc}") from exc
+        if node is KeyError:
+            raise ConfigError(f"config key {key!r} is missing from the composed config")
+        if isinstance(node, DictConfig) or OmegaConf.is_list(node):
+            node = OmegaConf.to_container(node, resolve=True)
+        part[key] = node
+    return part
+
+
+def drop_keys(data: dict[str, Any], dotted: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of `data` without the dotted keys (used to keep settings out of an identity)."""
+    out = OmegaConf.create(data)
+    for key in dotted:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(out, parent) if parent else out
+        if isinstance(node, DictConfig) and leaf in node:
+            node.pop(leaf)
+    return OmegaConf.to_container(out)
+
+
+def typed(cls: type[T], data: dict[str, Any], what: str) -> T:
+    """Build dataclass `cls` from `data`, failing on unknown, missing or mistyped fields."""
+    try:
+        schema = OmegaConf.structured(cls)
+        merged = OmegaConf.merge(schema, data)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        message = str(exc).splitlines()[0]
+        raise ConfigError(f"{what}: {message}") from exc

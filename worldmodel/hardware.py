@@ -1,0 +1,145 @@
+"""The one place that knows about devices.
+
+`hardware=auto` picks CUDA if torch sees a GPU, else Apple's MPS, else the CPU. Asking for a
+device that is missing stops the run with one line that names the fix. Numerics switches
+(TF32, determinism) and thread counts are set here and nowhere else.
+
+Nothing here enters a step's identity: a result computed on any device is the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+
+import torch
+
+from worldmodel.errors import HardwareError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class HardwareConfig:
+    """The `hardware` config group."""
+
+    device: str = "auto"
+    """auto | cpu | cuda | mps. auto prefers cuda, then mps, then cpu."""
+    threads: int | None = None
+    """torch intra-op threads in the main process; null keeps torch's default (one per core)."""
+    workers: int | None = None
+    """Worker processes for environment work (collection, rollouts); null = one per core."""
+    allow_tf32: bool = False
+    """TF32 matmuls on CUDA: faster, less precise; some setups fail on it with
+    CUBLAS_STATUS_NOT_INITIALIZED, hence off by default."""
+    deterministic: bool = False
+    """Ask torch for deterministic kernels (slower; errors on ops that have none)."""
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What a step gets: the resolved device and worker count."""
+
+    device: torch.device
+    workers: int
+    threads: int
+
+    def describe(self) -> dict[str, object]:
+        info: dict[str, object] = {
+            "device": str(self.device),
+            "workers": self.workers,
+            "threads": self.threads,
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+        }
+        if self.device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def running_under_rosetta() -> bool:
+    """True for an x86_64 Python translated by Rosetta 2 on an Apple Silicon Mac."""
+    if platform.system() != "Darwin" or platform.machine() != "x86_64":
+        return False
+    for query in ("sysctl.proc_translated", "hw.optional.arm64"):
+        try:
+            answer = subprocess.run(
+                ["sysctl", "-n", query], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if answer == "1":
+            return True
+    return False
+
+
+ROSETTA_WARNING = (
+    "This Python is an x86_64 build running under Rosetta 2 on Apple Silicon: torch cannot "
+    "use the GPU (MPS) and every step runs emulated on the CPU, several times slower. "
+    "Install an arm64 Python (python.org installer or Homebrew), recreate .venv with it "
+    "(rm -rf .venv; scripts/run.sh ...), and check that `python -c 'import platform; "
+    "print(platform.machine())'` prints arm64."
+)
+
+
+def pick_device(requested: str) -> torch.device:
+    """Resolve the device name to a torch.device, or explain why it is not available."""
+    if requested not in DEVICES:
+        raise HardwareError(
+            f"hardware.device={requested!r} is not one of {', '.join(DEVICES)}; "
+            "use hardware=auto"
+        )
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        why = "sees no CUDA GPU" if torch.version.cuda else "is a CPU-only build"
+        raise HardwareError(
+            f"hardware=cuda, but torch {torch.__version__} {why}; "
+            "run with hardware=cpu or hardware=auto"
+        )
+    if requested == "mps" and not mps_available():
+        raise HardwareError(
+            "hardware=mps, but torch cannot use Apple's MPS here (it needs an arm64 Python on "
+            "an Apple Silicon Mac); run with hardware=cpu or hardware=auto"
+        )
+    return torch.device(requested)
+
+
+def setup(cfg: HardwareConfig) -> Hardware:
+    """Resolve `cfg` and apply its torch settings to this process."""
+    if running_under_rosetta():
+        log.warning("!" * 80)
+        log.warning(ROSETTA_WARNING)
+        log.warning("!" * 80)
+    device = pick_device(cfg.device)
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise HardwareError(f"hardware.threads={cfg.threads} must be >= 1 or null")
+        torch.set_num_threads(cfg.threads)
+    if cfg.workers is not None and cfg.workers < 1:
+        raise HardwareError(f"hardware.workers={cfg.workers} must be >= 1 or null")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.allow_tf32
+        torch.backends.cudnn.allow_tf32 = cfg.allow_tf32
+    if cfg.deterministic:
+        # cuBLAS reads this when it initialises; it must be set before the first CUDA matmul.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Set both ways: a multirun runs its jobs in one process, one after another.
+    torch.use_deterministic_algorithms(cfg.deterministic)
+    torch.backends.cudnn.benchmark = False
+    workers = cfg.workers or os.cpu_count() or 1
+    return Hardware(device=device, workers=workers, threads=torch.get_num_threads())

@@ -1,0 +1,349 @@
+"""Runs a table of steps: works out what is stored, what must run, and records the run.
+
+For each step of the table (in order) the runner computes its key from its config slice and
+its upstream keys, then:
+
+- a step that is asked for (`steps`), or needed by a step that must run, is looked up in the
+  store; a result that passes its check is *reused*;
+- otherwise it *runs* in its staging directory (resuming whatever a killed run left there)
+  and is committed to the store with its manifest;
+- `force=[X]` recomputes X and everything downstream of X.
+
+After every step the run directory's `summary.json` is rewritten, so a run that dies still
+says what it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from worldmodel import seeding
+from worldmodel.config import config_slice, drop_keys, typed
+from worldmodel.errors import ConfigError, StoreError
+from worldmodel.hardware import Hardware
+from worldmodel.store import Artifact, Store, step_key, write_json_atomic
+
+log = logging.getLogger("worldmodel")
+
+PACKAGES = ("worldmodel", "torch", "numpy", "gymnasium", "cma", "hydra-core", "omegaconf")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of the pipeline table."""
+
+    name: str
+    run: Callable[[StepContext], dict[str, Any] | None]
+    """Does the work in ctx.dir; returns metrics (JSON-able) for the manifest and summary."""
+    inputs: tuple[str, ...] = ()
+    """Upstream steps whose results this step reads."""
+    reads: tuple[str, ...] = ()
+    """Top-level config keys forming the step's slice (part of its identity)."""
+    config: type | None = None
+    """Dataclass the slice is typed into; None passes the plain dict."""
+    writes: tuple[str, ...] = ()
+    """Glob patterns (relative to the step's directory) that must match after it ran."""
+    version: int = 1
+    """Bump when a code change makes old results wrong: old keys stop matching."""
+    not_in_identity: tuple[str, ...] = ()
+    """Dotted keys in the slice that change speed, not results (e.g. env.renderer)."""
+
+
+@dataclass
+class StepContext:
+    """What a step function gets: its typed config, its directory, its inputs."""
+
+    name: str
+    config: Any
+    dir: Path
+    inputs: dict[str, Artifact]
+    hardware: Hardware
+    seed: int
+    log: logging.Logger = field(repr=False)
+
+    def rng(self, *path: int | str) -> np.random.Generator:
+        """A random stream of this step, e.g. ctx.rng("episode", 3)."""
+        return seeding.generator(self.seed, self.name, *path)
+
+    def derive_seed(self, *path: int | str) -> int:
+        return seeding.derive_seed(self.seed, self.name, *path)
+
+    def log_metrics(self, metrics: dict[str, Any], **index: Any) -> None:
+        """Append one JSON line to metrics.jsonl, names prefixed with the step (vae/loss)."""
+        row = dict(index)
+        row.update({f"{self.name}/{k}": v for k, v in metrics.items()})
+        row["time"] = time.time()
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+
+
+def select_steps(table: Sequence[Step], requested: Any, what: str) -> list[str]:
+    """Normalise `steps=` / `force=` ("all", a name, or a list of names) to step names."""
+    names = [s.name for s in table]
+    if requested is None:
+        return []
+    if isinstance(requested, str):
+        requested = names if requested == "all" else [requested]
+    requested = list(requested)
+    if "all" in requested:
+        return names
+    unknown = [r for r in requested if r not in names]
+    if unknown:
+        raise ConfigError(
+            f"{what}={requested}: unknown step {', '.join(map(str, unknown))}; "
+            f"the steps are {', '.join(names)} (or all)"
+        )
+    return requested
+
+
+def descendants(table: Sequence[Step], roots: list[str]) -> set[str]:
+    """`roots` and every step downstream of them."""
+    found = set(roots)
+    for step in table:  # the table is in dependency order
+        if any(up in found for up in step.inputs):
+            found.add(step.name)
+    return found
+
+
+def check_table(table: Sequence[Step]) -> None:
+    seen: set[str] = set()
+    for step in table:
+        if step.name in seen or step.name == "run":
+            raise ValueError(f"step name {step.name!r} is reserved or used twice")
+        missing = [up for up in step.inputs if up not in seen]
+        if missing:
+            raise ValueError(f"step {step.name!r} reads {missing}, which must come before it")
+        seen.add(step.name)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The source tree's commit (with '+dirty' for local changes), if it is a git checkout."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+class Runner:
+    """Executes a step table against one composed config."""
+
+    def __init__(
+        self,
+        table: Sequence[Step],
+        cfg: DictConfig,
+        hardware: Hardware,
+        store: Store,
+        run_dir: Path,
+    ):
+        check_table(table)
+        self.table = list(table)
+        self.by_name = {s.name: s for s in self.table}
+        self.cfg = cfg
+        self.hardware = hardware
+        self.store = store
+        self.run_dir = Path(run_dir).absolute()
+        self.summary: dict[str, Any] = {}
+        self._checked: dict[str, Artifact] = {}
+
+    def keys(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Every step's (key, identity slice), computed from config alone, in table order."""
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        for step in self.table:
+            identity = drop_keys(config_slice(self.cfg, step.reads), step.not_in_identity)
+            inputs = {up: out[up][0] for up in step.inputs}
+            out[step.name] = (step_key(step.name, step.version, identity, inputs), identity)
+        return out
+
+    def run(self, requested: Any = "all", force: Any = ()) -> dict[str, Any]:
+        wanted = select_steps(self.table, requested, "steps")
+        forced = descendants(self.table, select_steps(self.table, force, "force"))
+        # Forcing a step asks for everything downstream of it too.
+        wanted = [s.name for s in self.table if s.name in set(wanted) | forced]
+        keys = self.keys()
+        self.summary = {"run": self._run_record(wanted, forced)}
+        self._write_summary()
+        started = time.perf_counter()
+        try:
+            self._run_wanted(wanted, forced, keys)
+        except KeyboardInterrupt:
+            self._finish("interrupted", started)
+            log.error("interrupted; finished steps are stored and a step's partial work is kept. "
+                      "Run the same command again to resume.")
+            raise
+        except BaseException:
+            self._finish("failed", started)
+            raise
+        self._finish("complete", started)
+        return self.summary
+
+    def _run_wanted(self, wanted: list[str], forced: set[str], keys: dict) -> None:
+        artifacts: dict[str, Artifact] = {}
+        for name in self._order(wanted, forced, keys):
+            step = self.by_name[name]
+            key, identity = keys[name]
+            input_keys = {up: keys[up][0] for up in step.inputs}
+            artifacts[name] = self._materialise(
+                step, key, identity, input_keys, artifacts, name in forced
+            )
+
+    def _order(self, wanted: list[str], forced: set[str], keys: dict) -> list[str]:
+        """The steps to materialise: the wanted ones, plus upstream of those that must run."""
+        needed = set(wanted)
+        for step in reversed(self.table):
+            if step.name not in needed:
+                continue
+            key, identity = keys[step.name]
+            input_keys = {up: keys[up][0] for up in step.inputs}
+            if step.name in forced or not self._usable(step.name, key, identity, input_keys):
+                needed.update(step.inputs)
+        return [s.name for s in self.table if s.name in needed]
+
+    def _usable(self, name: str, key: str, identity: dict, input_keys: dict) -> bool:
+        try:
+            artifact, _ = self.store.find(name, key, identity, input_keys)
+        except StoreError:
+            return False  # _materialise raises it again, at the step it concerns
+        if artifact is not None:
+            self._checked[name] = artifact  # so its files are hashed once per run, not twice
+        return artifact is not None
+
+    def _materialise(
+        self,
+        step: Step,
+        key: str,
+        identity: dict,
+        input_keys: dict[str, str],
+        artifacts: dict[str, Artifact],
+        force: bool,
+    ) -> Artifact:
+        started = time.perf_counter()
+
+        def waiting() -> None:
+            log.info("[%s] another process is computing %s; waiting for it", step.name, key)
+
+        with self.store.lock(step.name, key, on_wait=waiting):
+            artifact = None if force else self._checked.pop(step.name, None)
+            if not force and (artifact is None or not artifact.path.exists()):
+                artifact, problem = self.store.find(step.name, key, identity, input_keys)
+                if problem:
+                    aside = self.store.set_aside(step.name, key)
+                    log.warning("[%s] stored result failed its check: %s. Moved it to %s; "
+                                "recomputing.", step.name, problem, aside)
+            reused = artifact is not None
+            if artifact is None:
+                # Every input of a step that must run was materialised before it (see _order).
+                inputs = {up: artifacts[up] for up in step.inputs}
+                artifact = self._compute(step, key, identity, inputs, force)
+        seconds = time.perf_counter() - started
+        verb = "reused" if reused else f"ran in {seconds:.1f} s"
+        log.info("[%s] %s -> %s", step.name, verb, artifact.path)
+        self.summary[step.name] = {
+            "key": key,
+            "path": str(artifact.path),
+            "reused": reused,
+            "seconds": round(seconds, 3),
+            "compute_seconds": artifact.manifest.get("seconds"),
+            **artifact.metrics,
+        }
+        self._write_summary()
+        return artifact
+
+    def _compute(
+        self, step: Step, key: str, identity: dict, inputs: dict[str, Artifact], force: bool
+    ) -> Artifact:
+        staging = self.store.staging_dir(step.name, key)
+        if force and staging.exists():
+            shutil.rmtree(staging)
+        if staging.exists() and any(staging.iterdir()):
+            log.info("[%s] resuming the partial result in %s", step.name, staging)
+        else:
+            log.info("[%s] running (key %s) in %s", step.name, key, staging)
+        staging.mkdir(parents=True, exist_ok=True)
+        full_slice = config_slice(self.cfg, step.reads)
+        config = typed(step.config, full_slice, f"step {step.name}") if step.config else full_slice
+        ctx = StepContext(
+            name=step.name,
+            config=config,
+            dir=staging,
+            inputs=inputs,
+            hardware=self.hardware,
+            seed=int(self.cfg.get("seed", 0)),
+            log=logging.getLogger(f"worldmodel.{step.name}"),
+        )
+        started_at = time.time()
+        started = time.perf_counter()
+        metrics = step.run(ctx) or {}
+        seconds = time.perf_counter() - started
+        missing = [pattern for pattern in step.writes if not any(staging.glob(pattern))]
+        if missing:
+            raise RuntimeError(f"step {step.name} finished without writing {missing}")
+        manifest = {
+            "step": step.name,
+            "key": key,
+            "version": step.version,
+            "config": identity,
+            "inputs": {up: a.key for up, a in inputs.items()},
+            "metrics": metrics,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started_at)),
+            "seconds": round(seconds, 3),
+            "hardware": self.hardware.describe(),
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+        }
+        return self.store.commit(step.name, key, manifest)
+
+    def _run_record(self, wanted: list[str], forced: set[str]) -> dict[str, Any]:
+        return {
+            "status": "running",
+            "steps": wanted,
+            "forced": sorted(forced),
+            "seed": self.cfg.get("seed"),
+            "store": str(self.store.root),
+            "hardware": self.hardware.describe(),
+            "command": " ".join(sys.argv),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+        }
+
+    def _finish(self, status: str, started: float) -> None:
+        self.summary["run"]["status"] = status
+        self.summary["run"]["seconds"] = round(time.perf_counter() - started, 3)
+        self._write_summary()
+
+    def _write_summary(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.run_dir / "summary.json", self.summary)
