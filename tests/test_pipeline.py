@@ -265,34 +265,51 @@ def test_killed_process_resumes(tmp_path):
     assert "wrote 0" not in out.stdout and "wrote 3" in out.stdout and "done" in out.stdout
 
 
-def test_deleted_file_is_detected_set_aside_and_recomputed(tmp_path, caplog):
+def test_deleted_file_is_detected_and_only_it_is_remade(tmp_path, caplog):
     summary = runner(tmp_path).run(["numbers"])
     path = Path(summary["numbers"]["path"])
+    original = (path / "n1.txt").read_text()
     (path / "n1.txt").unlink()
     CALLS.clear()
     again = runner(tmp_path).run(["numbers"])
-    assert not again["numbers"]["reused"] and CALLS["numbers_item"] == 4
-    assert "n1.txt is missing" in caplog.text and "recomputing" in caplog.text
-    assert list(path.parent.glob(".broken-*/n0.txt"))  # the damaged result is kept aside
-    assert (path / "n1.txt").exists()
+    assert not again["numbers"]["reused"]
+    assert CALLS["numbers_item"] == 1  # the intact files were kept, only n1 was made again
+    assert "n1.txt is missing" in caplog.text and "redoes only what is missing" in caplog.text
+    assert (path / "n1.txt").read_text() == original
+    assert runner(tmp_path).run(["numbers"])["numbers"]["reused"]
 
 
 @pytest.mark.parametrize("verify", ["hash", "size"])
-def test_corrupted_file_is_detected(tmp_path, caplog, verify):
+def test_corrupted_file_is_detected_kept_aside_and_remade(tmp_path, caplog, verify):
     summary = runner(tmp_path, verify=verify).run(["total"])
     path = Path(summary["numbers"]["path"]) / "n0.txt"
+    original = path.read_text()
     if verify == "hash":
-        text = path.read_text()  # same size, different content: only a hash can tell
-        path.write_text(text[:-1] + ("1" if text[-1] != "1" else "2"))
+        # Same size, different content: only a hash can tell.
+        path.write_text(original[:-1] + ("1" if original[-1] != "1" else "2"))
         problem = "does not match its sha256"
     else:
-        path.write_text(path.read_text() + "0")
+        path.write_text(original + "0")
         problem = "bytes, the manifest says"
+    damaged = path.read_text()
     CALLS.clear()
     again = runner(tmp_path, verify=verify).run(["total", "numbers"])
     assert problem in caplog.text
-    assert CALLS["numbers"] == 1
+    assert CALLS["numbers"] == 1 and CALLS["numbers_item"] == 1
+    assert path.read_text() == original
+    kept = list(path.parent.parent.glob(".broken-*/n0.txt"))
+    assert [p.read_text() for p in kept] == [damaged]  # nothing is thrown away
     assert again["total"]["reused"]  # total's own files are intact and its key is unchanged
+
+
+def test_unreadable_manifest_sets_the_whole_result_aside(tmp_path, caplog):
+    summary = runner(tmp_path).run(["numbers"])
+    path = Path(summary["numbers"]["path"])
+    (path / MANIFEST).write_text("{not json")
+    CALLS.clear()
+    runner(tmp_path).run(["numbers"])
+    assert "unreadable" in caplog.text and CALLS["numbers_item"] == 4
+    assert list(path.parent.glob(".broken-*/n0.txt"))
 
 
 def test_upstream_damage_is_caught_when_a_downstream_step_needs_it(tmp_path, caplog):

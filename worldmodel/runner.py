@@ -257,11 +257,11 @@ class Runner:
         with self.store.lock(step.name, key, on_wait=waiting):
             artifact = None if force else self._checked.pop(step.name, None)
             if not force and (artifact is None or not artifact.path.exists()):
-                artifact, problem = self.store.find(step.name, key, identity, input_keys)
-                if problem:
-                    aside = self.store.set_aside(step.name, key)
-                    log.warning("[%s] stored result failed its check: %s. Moved it to %s; "
-                                "recomputing.", step.name, problem, aside)
+                artifact, damage = self.store.find(step.name, key, identity, input_keys)
+                if damage:
+                    action = self.store.repair(step.name, key, damage)
+                    log.warning("[%s] stored result failed its check: %s; %s.",
+                                step.name, damage.message, action)
             reused = artifact is not None
             if artifact is None:
                 # Every input of a step that must run was materialised before it (see _order).

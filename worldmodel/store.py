@@ -89,6 +89,14 @@ def describe_difference(stored: Any, current: Any, where: str = "") -> str | Non
 
 
 @dataclass(frozen=True)
+class Damage:
+    """Why a stored result failed its check; `files` are the bad ones (None: all suspect)."""
+
+    message: str
+    files: list[str] | None = None
+
+
+@dataclass(frozen=True)
 class Artifact:
     """A finished step result: where its files are and what its manifest says."""
 
@@ -136,11 +144,11 @@ class Store:
 
     def find(
         self, step: str, key: str, config: dict[str, Any], inputs: dict[str, str]
-    ) -> tuple[Artifact | None, str | None]:
+    ) -> tuple[Artifact | None, Damage | None]:
         """The stored result for (step, key) if it passes its check.
 
         Returns (artifact, None) when it is usable, (None, None) when nothing is stored, and
-        (None, problem) when something is stored but its files are missing or damaged.
+        (None, damage) when something is stored but its files are missing or damaged.
         A manifest made from a different configuration than its key says is not a damaged
         file but a store that was edited by hand: that raises, naming the difference.
         """
@@ -150,9 +158,9 @@ class Store:
         try:
             manifest = json.loads((final / MANIFEST).read_text())
         except FileNotFoundError:
-            return None, f"{final / MANIFEST} is missing"
+            return None, Damage(f"{final / MANIFEST} is missing")
         except (OSError, ValueError) as exc:
-            return None, f"{final / MANIFEST} is unreadable ({exc})"
+            return None, Damage(f"{final / MANIFEST} is unreadable ({exc})")
         for field, current in (("config", config), ("inputs", inputs)):
             difference = describe_difference(manifest.get(field), current)
             if difference:
@@ -161,29 +169,50 @@ class Store:
                     f"its key says ({difference}); the store was changed by hand. Delete that "
                     f"directory or run with force=[{step}] to recompute it."
                 )
-        problem = self._check_files(final, manifest.get("files", {}))
-        if problem:
-            return None, problem
+        damage = self._check_files(final, manifest.get("files", {}))
+        if damage:
+            return None, damage
         return Artifact(step, key, final, manifest), None
 
-    def _check_files(self, final: Path, files: dict[str, dict[str, Any]]) -> str | None:
+    def _check_files(self, final: Path, files: dict[str, dict[str, Any]]) -> Damage | None:
+        problems: dict[str, str] = {}
         for rel, entry in files.items():
             path = final / rel
             if not path.is_file():
-                return f"{path} is missing"
-            if path.stat().st_size != entry["bytes"]:
-                return f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}"
-            if self.verify == "hash" and file_digest(path) != entry["sha256"]:
-                return f"{path} does not match its sha256 in the manifest (the file was changed)"
-        return None
+                problems[rel] = "is missing"
+            elif (size := path.stat().st_size) != entry["bytes"]:
+                problems[rel] = f"has {size} bytes, the manifest says {entry['bytes']}"
+            elif self.verify == "hash" and file_digest(path) != entry["sha256"]:
+                problems[rel] = "does not match its sha256 in the manifest (the file was changed)"
+        if not problems:
+            return None
+        first = next(iter(problems))
+        more = f" (and {len(problems) - 1} more files)" if len(problems) > 1 else ""
+        return Damage(f"{final / first} {problems[first]}{more}", files=sorted(problems))
 
-    def set_aside(self, step: str, key: str) -> Path:
-        """Move a damaged result out of the way, keeping it for inspection."""
+    def repair(self, step: str, key: str, damage: Damage) -> str:
+        """Get a damaged result out of the way so the step can make it again.
+
+        When the manifest names the damaged files, only those are moved aside and the rest
+        becomes the step's staging directory: the step then redoes just what is missing (a
+        few episodes, not the whole dataset). Otherwise the whole result is moved aside.
+        Nothing is deleted. Returns what was done, for the log.
+        """
         final = self.final_dir(step, key)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = final.with_name(f".broken-{key}-{stamp}")
-        os.replace(final, target)
-        return target
+        aside = final.with_name(f".broken-{key}-{stamp}")
+        staging = self.staging_dir(step, key)
+        if damage.files is None or staging.exists():
+            os.replace(final, aside)
+            return f"moved it to {aside}; recomputing"
+        for rel in damage.files:
+            if (final / rel).exists():
+                (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(final / rel, aside / rel)
+        (final / MANIFEST).unlink()
+        os.replace(final, staging)
+        return (f"moved the damaged files to {aside}; the step redoes only what is missing "
+                f"in {staging}")
 
     def commit(self, step: str, key: str, manifest: dict[str, Any]) -> Artifact:
         """Seal the staging directory of (step, key) and move it into place.

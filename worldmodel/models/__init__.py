@@ -1,0 +1,81 @@
+"""The three models of World Models (Ha & Schmidhuber 2018, section 2) and their losses.
+
+V (`VAE`) compresses a frame into z, M (`MDRNN`) predicts the next z, C (`Controller`) maps
+[z, h] to an action. Each model's `config()` returns its constructor arguments, so a checkpoint
+is saved as {"kwargs": model.config(), "state_dict": model.state_dict()} and rebuilt with
+`build_from_checkpoint`, which refuses a checkpoint trained with other sizes than the
+configuration asks for, with a message that says how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from torch import nn
+
+from worldmodel.errors import ConfigError, StoreError
+from worldmodel.models.controller import Controller, act_batch, squash_actions
+from worldmodel.models.mdrnn import MDRNN, MDNOutput, mdn_nll, mdrnn_loss, sample
+from worldmodel.models.vae import VAE, frames_to_tensor, sample_latent, vae_loss
+
+__all__ = [
+    "VAE",
+    "MDRNN",
+    "MDNOutput",
+    "Controller",
+    "CheckpointMismatchError",
+    "act_batch",
+    "build_from_checkpoint",
+    "checkpoint",
+    "frames_to_tensor",
+    "mdn_nll",
+    "mdrnn_loss",
+    "sample",
+    "sample_latent",
+    "squash_actions",
+    "vae_loss",
+]
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+class CheckpointMismatchError(ConfigError, ValueError):
+    """A checkpoint was trained with other constructor arguments than the configuration asks."""
+
+
+def checkpoint(model: nn.Module) -> dict[str, Any]:
+    """What to save for a model: its constructor arguments and its weights."""
+    return {"kwargs": model.config(), "state_dict": model.state_dict()}
+
+
+def build_from_checkpoint(
+    cls: type[ModelT], ckpt: dict[str, Any], expect: dict[str, Any] | None = None
+) -> ModelT:
+    """Rebuild a model from {"kwargs": ..., "state_dict": ...} and load its weights.
+
+    `expect` holds constructor arguments the current configuration asks for (e.g. {"z_dim": 32});
+    if the checkpoint was built with different values this raises CheckpointMismatchError (a
+    ValueError) naming both values, instead of failing later with a shape mismatch.
+    """
+    if "kwargs" not in ckpt or "state_dict" not in ckpt:
+        raise StoreError(
+            f"{cls.__name__} checkpoint lacks 'kwargs' or 'state_dict' (has {sorted(ckpt)})"
+        )
+    kwargs = dict(ckpt["kwargs"])
+    mismatches = [
+        (name, kwargs.get(name), wanted)
+        for name, wanted in (expect or {}).items()
+        if kwargs.get(name) != wanted
+    ]
+    if mismatches:
+        section = getattr(cls, "config_section", cls.__name__.lower())
+        has = ", ".join(f"{name}={got!r}" for name, got, _ in mismatches)
+        asks = ", ".join(f"{name}={wanted!r}" for name, _, wanted in mismatches)
+        settings = " ".join(f"{section}.{name}={got!r}" for name, got, _ in mismatches)
+        raise CheckpointMismatchError(
+            f"{cls.__name__} checkpoint has {has} but the config asks for {asks}; "
+            f"retrain (force=[{section}]) or set {settings}"
+        )
+    model = cls(**kwargs)
+    model.load_state_dict(ckpt["state_dict"])
+    return model
