@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,14 @@ def compose_config(overrides: list[str] | None = None, return_hydra_config: bool
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=overrides or [],
                        return_hydra_config=return_hydra_config)
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m worldmodel ARGS` from the repository root, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "worldmodel", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, REPO, compose_config
+from tests.conftest import CONF, compose_config, run_cli
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 
@@ -77,13 +74,6 @@ def test_misspelled_key_is_rejected():
 def test_unknown_group_option_is_rejected():
     with pytest.raises(ConfigCompositionException, match="huge"):
         compose_config(["data=huge"])
-
-
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "worldmodel", *args],
-        capture_output=True, text=True, cwd=cwd or REPO, timeout=120,
-    )
 
 
 def test_cli_prints_the_composed_config():

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from tests.test_config import run_cli
+from tests.conftest import run_cli
 from worldmodel import hardware
 from worldmodel.errors import HardwareError
 from worldmodel.hardware import HardwareConfig

@@ -8,7 +8,9 @@ a hand-edited manifest, concurrent processes, and summary.json.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,8 +176,20 @@ def test_asking_for_one_step_runs_only_missing_upstream(tmp_path):
     runner(tmp_path, config(**{"scale.k": 5})).run(["total"])
     assert CALLS == Counter(total=1)  # numbers is stored and reused
     CALLS.clear()
-    runner(tmp_path).run(["total"])
-    assert CALLS == Counter()  # total is stored: numbers is not even looked at
+    summary = runner(tmp_path).run(["total"])
+    assert CALLS == Counter()  # total is stored: numbers is not needed...
+    assert summary["numbers"]["reused"]  # ...but the summary still shows the whole chain
+    assert "side" not in summary
+
+
+def test_deleted_upstream_of_a_stored_step_is_not_recomputed(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    summary = runner(tmp_path).run(["total"])
+    shutil.rmtree(summary["numbers"]["path"])  # e.g. a big dataset deleted to save disk
+    CALLS.clear()
+    again = runner(tmp_path).run(["total"])
+    assert CALLS == Counter() and again["total"]["reused"] and "numbers" not in again
+    assert "[numbers] not stored, and not needed" in caplog.text
 
 
 def test_force_recomputes_the_step_and_downstream(tmp_path):

@@ -211,16 +211,45 @@ class Runner:
 
     def _run_wanted(self, wanted: list[str], forced: set[str], keys: dict) -> None:
         artifacts: dict[str, Artifact] = {}
-        for name in self._order(wanted, forced, keys):
-            step = self.by_name[name]
-            key, identity = keys[name]
-            input_keys = {up: keys[up][0] for up in step.inputs}
-            artifacts[name] = self._materialise(
-                step, key, identity, input_keys, artifacts, name in forced
-            )
+        needed = self._order(wanted, forced, keys)
+        for step in self.table:
+            key, identity = keys[step.name]
+            if step.name in needed:
+                input_keys = {up: keys[up][0] for up in step.inputs}
+                artifacts[step.name] = self._materialise(
+                    step, key, identity, input_keys, artifacts, step.name in forced
+                )
+            elif step.name in self._upstream(wanted):
+                self._record_unneeded(step.name, key)
+
+    def _upstream(self, names: list[str]) -> set[str]:
+        found: set[str] = set()
+        for step in reversed(self.table):
+            if step.name in names or step.name in found:
+                found.update(step.inputs)
+        return found
+
+    def _record_unneeded(self, name: str, key: str) -> None:
+        """Put a stored upstream result that this run did not need into the summary.
+
+        Its files are not checked (nothing reads them in this run), so a run of the last step
+        does not hash the whole dataset; the summary still shows the whole chain.
+        """
+        manifest = self.store.peek(name, key)
+        if manifest is None:
+            log.info("[%s] not stored, and not needed: what it feeds is stored", name)
+            return
+        path = self.store.final_dir(name, key)
+        log.info("[%s] reused (not needed in this run) -> %s", name, path)
+        self.summary[name] = self._summary_entry(key, path, True, 0.0, manifest)
+        self._write_summary()
 
     def _order(self, wanted: list[str], forced: set[str], keys: dict) -> list[str]:
-        """The steps to materialise: the wanted ones, plus upstream of those that must run."""
+        """The steps to materialise: the wanted ones, plus upstream of those that must run.
+
+        Upstream of a stored step is not materialised: a run that only needs the final
+        controller must not recollect a dataset that was deleted to save disk.
+        """
         needed = set(wanted)
         for step in reversed(self.table):
             if step.name not in needed:
@@ -270,16 +299,22 @@ class Runner:
         seconds = time.perf_counter() - started
         verb = "reused" if reused else f"ran in {seconds:.1f} s"
         log.info("[%s] %s -> %s", step.name, verb, artifact.path)
-        self.summary[step.name] = {
-            "key": key,
-            "path": str(artifact.path),
-            "reused": reused,
-            "seconds": round(seconds, 3),
-            "compute_seconds": artifact.manifest.get("seconds"),
-            **artifact.metrics,
-        }
+        self.summary[step.name] = self._summary_entry(
+            key, artifact.path, reused, seconds, artifact.manifest
+        )
         self._write_summary()
         return artifact
+
+    @staticmethod
+    def _summary_entry(key: str, path: Path, reused: bool, seconds: float, manifest: dict) -> dict:
+        return {
+            "key": key,
+            "path": str(path),
+            "reused": reused,
+            "seconds": round(seconds, 3),
+            "compute_seconds": manifest.get("seconds"),
+            **manifest.get("metrics", {}),
+        }
 
     def _compute(
         self, step: Step, key: str, identity: dict, inputs: dict[str, Artifact], force: bool

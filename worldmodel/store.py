@@ -174,6 +174,13 @@ class Store:
             return None, damage
         return Artifact(step, key, final, manifest), None
 
+    def peek(self, step: str, key: str) -> dict[str, Any] | None:
+        """The manifest of a finished result, without checking its files; None if absent."""
+        try:
+            return json.loads((self.final_dir(step, key) / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
     def _check_files(self, final: Path, files: dict[str, dict[str, Any]]) -> Damage | None:
         problems: dict[str, str] = {}
         for rel, entry in files.items():

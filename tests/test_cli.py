@@ -1,0 +1,45 @@
+"""The `worldmodel` command end to end on the real CarRacing-v3, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+TINY = ["data=tiny", "hardware=cpu", "steps=[collect]", "collect.episodes=2",
+        "collect.max_steps=30"]
+
+
+def test_run_then_rerun_reuses_and_logs_where_files_are(tmp_path):
+    first = run_cli(*TINY, f"paths.outputs={tmp_path}")
+    assert first.returncode == 0, first.stderr
+    second = run_cli(*TINY, f"paths.outputs={tmp_path}")
+    assert second.returncode == 0, second.stderr
+    runs = sorted((tmp_path / "runs").iterdir())
+    if len(runs) == 1:  # both commands started within the same second
+        runs = runs * 2
+    logs = [(run / "worldmodel.log").read_text() for run in runs]
+    assert "[collect] ran in" in logs[0]
+    assert "[collect] reused ->" in logs[-1] and str(tmp_path / "store" / "collect") in logs[-1]
+    summary = json.loads((runs[-1] / "summary.json").read_text())
+    assert summary["run"]["status"] == "complete"
+    assert summary["collect"]["reused"] is True
+    assert summary["collect"]["episodes"] == 2
+    assert Path(summary["collect"]["path"], "manifest.json").is_file()
+
+
+def test_multirun_writes_one_summary_per_job(tmp_path):
+    out = run_cli("-m", *TINY, "seed=0,1", f"paths.outputs={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    jobs = sorted((tmp_path / "multiruns").glob("*/*/summary.json"))
+    assert len(jobs) == 2
+    keys = {json.loads(p.read_text())["collect"]["key"] for p in jobs}
+    assert len(keys) == 2  # the seed enters the identity
+
+
+def test_unknown_step_is_one_clear_line(tmp_path):
+    out = run_cli("hardware=cpu", "steps=[vea]", f"paths.outputs={tmp_path}")
+    assert out.returncode == 2
+    assert "unknown step vea; the steps are collect" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,129 @@
+"""The collect step on the real CarRacing-v3: worker-count independence, resume, damage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import compose_config
+from worldmodel.episodes import DamagedEpisode, episode_path, load_episode
+from worldmodel.hardware import Hardware
+from worldmodel.pipeline import STEPS
+from worldmodel.runner import Runner
+from worldmodel.steps import collect
+from worldmodel.store import Store
+
+EPISODES, STEPS_PER_EPISODE = 3, 70
+
+
+def tiny_config(**changes):
+    cfg = compose_config(["data=tiny", "hardware=cpu"])
+    OmegaConf.update(cfg, "collect.episodes", EPISODES)
+    OmegaConf.update(cfg, "collect.max_steps", STEPS_PER_EPISODE)
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def run_collect(root: Path, workers: int, cfg=None) -> dict:
+    hw = Hardware(device=__import__("torch").device("cpu"), workers=workers, threads=1)
+    runner = Runner(STEPS, cfg or tiny_config(), hw, Store(root / "store"), root / "run")
+    return runner.run(["collect"])["collect"]
+
+
+def read_all(directory: Path) -> list:
+    return [load_episode(p) for p in sorted(directory.glob("ep_*.npz"))]
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one")
+    return root, run_collect(root, workers=1)
+
+
+def test_collects_real_episodes(one_worker):
+    _, summary = one_worker
+    episodes = read_all(Path(summary["path"]) / "episodes")
+    assert len(episodes) == EPISODES == summary["episodes"]
+    for episode in episodes:
+        assert episode.frames.shape == (STEPS_PER_EPISODE + 1, 64, 64, 3)
+        assert episode.frames.dtype == np.uint8
+        assert episode.truncated and not episode.terminated
+        # CarRacing's reward is -0.1 per frame plus ~1000/N per new tile: never constant.
+        assert len(np.unique(episode.rewards)) > 1 or episode.rewards[0] == pytest.approx(-0.1)
+        assert episode.frames[-1].std() > 0  # a real picture, not a blank
+    dataset = json.loads((Path(summary["path"]) / "dataset.json").read_text())
+    assert dataset["frames"] == EPISODES * (STEPS_PER_EPISODE + 1)
+    assert summary["mean_return"] == pytest.approx(np.mean(dataset["returns"]), abs=0.01)
+
+
+def test_episodes_differ_from_each_other(one_worker):
+    _, summary = one_worker
+    episodes = read_all(Path(summary["path"]) / "episodes")
+    assert not np.array_equal(episodes[0].actions, episodes[1].actions)
+    assert not np.array_equal(episodes[0].frames[-1], episodes[1].frames[-1])
+
+
+def test_two_workers_give_the_same_dataset(one_worker, tmp_path):
+    _, summary = one_worker
+    two = run_collect(tmp_path, workers=2)
+    assert two["key"] == summary["key"]
+    for a, b in zip(read_all(Path(summary["path"]) / "episodes"),
+                    read_all(Path(two["path"]) / "episodes"), strict=True):
+        assert np.array_equal(a.frames, b.frames)
+        assert np.array_equal(a.actions, b.actions)
+        assert np.array_equal(a.rewards, b.rewards)
+
+
+def test_interrupted_collection_resumes_without_redoing_episodes(one_worker, tmp_path,
+                                                                 monkeypatch):
+    _, reference = one_worker
+    real_collect_episode = collect.collect_episode
+    made = []
+
+    def interrupted(index, *args):
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        made.append(index)
+        return real_collect_episode(index, *args)
+
+    monkeypatch.setattr(collect, "collect_episode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_collect(tmp_path, workers=1)
+    staging = next((tmp_path / "store" / "collect").glob(".staging-*/episodes"))
+    assert len(list(staging.glob("ep_*.npz"))) == 2
+
+    resumed = []
+    monkeypatch.setattr(collect, "collect_episode",
+                        lambda index, *args: resumed.append(index) or real_collect_episode(
+                            index, *args))
+    summary = run_collect(tmp_path, workers=1)
+    assert sorted(made + resumed) == list(range(EPISODES)) and len(resumed) == 1
+    for a, b in zip(read_all(Path(reference["path"]) / "episodes"),
+                    read_all(Path(summary["path"]) / "episodes"), strict=True):
+        assert np.array_equal(a.frames, b.frames)
+
+
+def test_damaged_episode_is_named_on_load_and_collected_again(one_worker, tmp_path, caplog):
+    root, reference = one_worker
+    first = run_collect(tmp_path, workers=1)
+    path = episode_path(Path(first["path"]) / "episodes", 1)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut short
+    with pytest.raises(DamagedEpisode, match="ep_000001.npz"):
+        load_episode(path)
+    again = run_collect(tmp_path, workers=1)
+    assert "ep_000001.npz" in caplog.text and not again["reused"]
+    repaired = load_episode(path)
+    original = load_episode(episode_path(Path(reference["path"]) / "episodes", 1))
+    assert np.array_equal(repaired.frames, original.frames)
+
+
+def test_renderer_choice_does_not_change_the_key(one_worker):
+    _, summary = one_worker
+    stock = Runner(STEPS, tiny_config(**{"env.renderer": "stock"}), None, Store("/nonexistent"),
+                   Path("/nonexistent"))
+    assert stock.keys()["collect"][0] == summary["key"]

@@ -1,0 +1,191 @@
+"""Environment factory, frame preprocessing and exploration policies (worldmodel.envs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.envs.box2d.car_racing import FPS, CarRacing
+from gymnasium.wrappers import TimeLimit
+
+from worldmodel.envs import (
+    FRAME_SIZE,
+    HUD_ROWS,
+    POLICIES,
+    ZOOM_FRAMES,
+    EnvConfig,
+    FastCarRacing,
+    make_env,
+    make_policy,
+    preprocess,
+)
+from worldmodel.envs.policies import ACTION_HIGH, ACTION_LOW, measure_policy
+
+
+def random_frames(*batch: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(*batch, FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
+
+
+# --- preprocess ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("crop_hud", [True, False])
+@pytest.mark.parametrize("batch", [(), (5,), (2, 3)])
+def test_preprocess_shapes_and_dtype(crop_hud: bool, batch: tuple[int, ...]) -> None:
+    out = preprocess(random_frames(*batch), crop_hud=crop_hud, size=64)
+    assert out.shape == (*batch, 64, 64, 3)
+    assert out.dtype == np.uint8
+
+
+def test_preprocess_batch_equals_frame_by_frame() -> None:
+    frames = random_frames(4)
+    batched = preprocess(frames, crop_hud=True)
+    for frame, expected in zip(frames, batched, strict=True):
+        np.testing.assert_array_equal(preprocess(frame, crop_hud=True), expected)
+
+
+@pytest.mark.parametrize("crop_hud", [True, False])
+@pytest.mark.parametrize("value", [0, 1, 77, 254, 255])
+def test_resizing_a_constant_image_keeps_the_constant(crop_hud: bool, value: int) -> None:
+    frames = np.full((2, FRAME_SIZE, FRAME_SIZE, 3), value, dtype=np.uint8)
+    for size in (64, 48, 37, 96):
+        assert np.all(preprocess(frames, crop_hud=crop_hud, size=size) == value)
+
+
+def test_resize_is_an_area_average() -> None:
+    # Halving averages exact 2x2 blocks (ties round to even, as np.rint).
+    frame = random_frames()
+    expected = np.rint(frame.reshape(48, 2, 48, 2, 3).mean(axis=(1, 3))).astype(np.uint8)
+    np.testing.assert_array_equal(preprocess(frame, crop_hud=False, size=48), expected)
+
+
+def test_hud_crop_removes_exactly_the_dashboard_rows() -> None:
+    frame = np.zeros((FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
+    frame[FRAME_SIZE - HUD_ROWS :] = 255  # only the dashboard is bright
+    assert np.all(preprocess(frame, crop_hud=True) == 0)
+    uncropped = preprocess(frame, crop_hud=False)
+    assert np.all(uncropped[-HUD_ROWS // 2 :] == 255)  # the bottom 8 of 64 rows
+    assert np.all(uncropped[: 64 - 8] == 0)
+
+
+def test_hud_rows_are_the_dashboard_in_real_frames() -> None:
+    env = make_env(EnvConfig(max_steps=100))
+    frame, _ = env.reset(seed=0)
+    for _ in range(ZOOM_FRAMES):
+        frame, *_ = env.step(np.array([0.0, 0.5, 0.0], dtype=np.float32))
+    black = np.all(frame == 0, axis=-1)
+    assert black[FRAME_SIZE - HUD_ROWS :].mean() > 0.8  # black dashboard with a few gauges
+    assert not black[: FRAME_SIZE - HUD_ROWS].any()  # the scene above has no pure black
+
+
+def test_preprocess_rejects_wrong_frames() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess(np.zeros((FRAME_SIZE, FRAME_SIZE, 3), dtype=np.float32), crop_hud=True)
+    with pytest.raises(ValueError, match="shape"):
+        preprocess(np.zeros((64, 64, 3), dtype=np.uint8), crop_hud=True)
+
+
+# --- make_env -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("renderer", "expected"), [("fast", FastCarRacing), ("stock", CarRacing)])
+def test_make_env_renderer(renderer: str, expected: type) -> None:
+    env = make_env(EnvConfig(renderer=renderer))
+    assert isinstance(env, TimeLimit)
+    assert type(env.unwrapped) is expected
+    assert env.unwrapped.continuous
+    np.testing.assert_array_equal(env.action_space.low, [-1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(env.action_space.high, [1.0, 1.0, 1.0])
+    observation, _ = env.reset(seed=0)
+    assert observation.shape == (FRAME_SIZE, FRAME_SIZE, 3) and observation.dtype == np.uint8
+
+
+def test_make_env_passes_options() -> None:
+    env = make_env(EnvConfig(domain_randomize=True, lap_complete_percent=0.5), "rgb_array")
+    assert env.unwrapped.domain_randomize
+    assert env.unwrapped.lap_complete_percent == 0.5
+    assert env.render_mode == "rgb_array"
+
+
+def test_make_env_rejects_unknown_renderer() -> None:
+    with pytest.raises(ValueError, match="'fast', 'stock'"):
+        make_env(EnvConfig(renderer="opengl"))
+    with pytest.raises(ValueError, match="max_steps"):
+        make_env(EnvConfig(max_steps=0))
+
+
+def test_truncation_at_max_steps() -> None:
+    env = make_env(EnvConfig(max_steps=5))
+    env.reset(seed=0)
+    action = np.array([0.0, 0.2, 0.0], dtype=np.float32)
+    for step in range(1, 6):
+        _, _, terminated, truncated, _ = env.step(action)
+        assert not terminated
+        assert truncated == (step == 5)
+
+
+def test_zoom_ends_after_zoom_frames() -> None:
+    env = make_env(EnvConfig())
+    env.reset(seed=0)  # the reset observation is the first rendered frame
+    for _ in range(ZOOM_FRAMES - 1):
+        env.step(np.zeros(3, dtype=np.float32))
+    # The camera zoom is complete one simulated second (FPS frames) into the episode.
+    assert env.unwrapped.t == pytest.approx(ZOOM_FRAMES / FPS)
+
+
+# --- policies -----------------------------------------------------------------------------------
+
+
+def run_policy(name: str, seed: int, observations: np.ndarray, **options) -> np.ndarray:
+    policy = make_policy(name, np.random.default_rng(seed), **options)
+    return np.stack([policy.act(observation) for observation in observations])
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_policies_are_deterministic_and_within_bounds(name: str) -> None:
+    observations = random_frames(40)
+    actions = run_policy(name, 3, observations)
+    np.testing.assert_array_equal(actions, run_policy(name, 3, observations))
+    assert not np.array_equal(actions, run_policy(name, 4, observations))
+    assert actions.shape == (40, 3) and actions.dtype == np.float32
+    assert np.all(actions >= ACTION_LOW) and np.all(actions <= ACTION_HIGH)
+
+
+def test_repeat_policy_holds_each_action() -> None:
+    actions = run_policy("repeat", 0, random_frames(12), hold_steps=4)
+    for start in (0, 4, 8):
+        assert np.all(actions[start : start + 4] == actions[start])
+    assert not np.array_equal(actions[0], actions[4])
+
+
+def test_repeat_policy_brakes_rarely() -> None:
+    actions = run_policy("repeat", 0, random_frames(400, seed=1), hold_steps=1)
+    assert 0.02 < np.mean(actions[:, 2] > 0) < 0.2  # brake_probability 0.1
+    assert actions[:, 0].min() < -0.9 and actions[:, 0].max() > 0.9  # full steering range
+
+
+def test_brownian_policy_moves_in_small_steps() -> None:
+    actions = run_policy("brownian", 0, random_frames(50))
+    assert np.abs(np.diff(actions, axis=0)).max() < 1.0
+    assert np.abs(np.diff(actions, axis=0)).mean() > 0.01
+
+
+def test_random_controller_redraws_weights_each_episode() -> None:
+    policy = make_policy("random_controller", np.random.default_rng(0), max_weight_std=1.0)
+    observation = random_frames()
+    first = policy.act(observation)
+    np.testing.assert_array_equal(policy.act(observation), first)  # depends on the frame only
+    policy.reset()
+    assert not np.array_equal(policy.act(observation), first)
+
+
+def test_unknown_policy_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="'repeat', 'brownian', 'random_controller'"):
+        make_policy("greedy", np.random.default_rng(0))
+
+
+def test_measure_policy_reports_rollout_statistics() -> None:
+    stats = measure_policy("repeat", seeds=[0], steps=20)
+    assert set(stats) == {"mean_return", "tiles_visited", "on_road", "mean_speed", "left_playfield"}
+    assert 0.0 <= stats["tiles_visited"] <= 1.0 and 0.0 <= stats["on_road"] <= 1.0
+    assert stats["left_playfield"] == 0.0

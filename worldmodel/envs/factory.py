@@ -1,0 +1,123 @@
+"""Building the CarRacing-v3 environment and turning its frames into model inputs.
+
+The environment is Gymnasium's CarRacing with continuous actions (steer in [-1, 1], gas and brake
+in [0, 1]) and 96x96 RGB observations, wrapped in a TimeLimit like `gym.make("CarRacing-v3")`.
+Rules inherited from Gymnasium (<= 1.4) that later steps rely on:
+
+- Reward is -0.1 per step plus 1000/N for each of the track's N tiles on first visit.
+- `lap_complete_percent` is effectively ignored (Gymnasium issue #1269): the lap check only runs
+  on a tile's first visit and the car starts on tile 0, so it never fires. An episode is thus
+  *terminated* when every tile has been visited or when the car leaves the playfield (that
+  step's reward is then -100), and *truncated* at `max_steps`.
+- The first ~ZOOM_FRAMES observations are a camera zoom-in animation: the view starts far out
+  and reaches its normal scale after one simulated second (50 steps at 50 FPS).
+- The bottom HUD_ROWS rows of every frame are the dashboard: score, speed, ABS, steering, gyro.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import gymnasium
+import numpy as np
+from gymnasium.envs.box2d.car_racing import CarRacing
+from gymnasium.wrappers import TimeLimit
+
+from worldmodel.envs.fast_car_racing import FastCarRacing
+
+FRAME_SIZE = 96  # CarRacing observations are FRAME_SIZE x FRAME_SIZE x 3 uint8
+HUD_ROWS = 12  # the dashboard strip: 100 of the 800 window rows, i.e. 12 of the 96 frame rows
+ZOOM_FRAMES = 50  # the first observations (reset's included) that can show the zoom-in
+RENDERERS = {"fast": FastCarRacing, "stock": CarRacing}
+
+
+@dataclass
+class EnvConfig:
+    """CarRacing-v3 options (the `env` config group)."""
+
+    # "fast" (FastCarRacing: bit-identical frames, over 2x the steps/s) or "stock" (Gymnasium's).
+    renderer: str = "fast"
+    # New random road, background and grass colours at every reset.
+    domain_randomize: bool = False
+    # Passed to CarRacing; has no practical effect in Gymnasium <= 1.4 (see module docstring).
+    lap_complete_percent: float = 0.95
+    # Episode cap: `truncated` becomes True at this step, as with gym.make("CarRacing-v3").
+    max_steps: int = 1000
+    # Drop the 12-row dashboard before resizing, as the original World Models code did
+    # (frame[0:84] then resize to 64x64). The dashboard's digits and bars are small, precise
+    # details that a 32-dim VAE would spend capacity on, and the score is not something the
+    # agent needs to see; speed and heading changes are recoverable by the RNN from frame
+    # sequences. Turn off to keep the dashboard visible to the models.
+    crop_hud: bool = True
+    # Side of the square frames the models see.
+    frame_size: int = 64
+
+
+def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gymnasium.Env:
+    """Build CarRacing (continuous actions) with the chosen renderer and a `max_steps` TimeLimit.
+
+    `render_mode` is CarRacing's: None, "rgb_array" (600x400 frames from `render()`),
+    "state_pixels" or "human". Observations are always the 96x96 state frames.
+    """
+    env_class = RENDERERS.get(cfg.renderer)
+    if env_class is None:
+        valid = ", ".join(repr(name) for name in RENDERERS)
+        raise ValueError(f"unknown renderer {cfg.renderer!r}; valid choices: {valid}")
+    if cfg.max_steps < 1:
+        raise ValueError(f"max_steps must be a positive number of steps, got {cfg.max_steps}")
+    env = env_class(
+        render_mode=render_mode,
+        lap_complete_percent=cfg.lap_complete_percent,
+        domain_randomize=cfg.domain_randomize,
+        continuous=True,
+    )
+    return TimeLimit(env, max_episode_steps=cfg.max_steps)
+
+
+@lru_cache(maxsize=16)
+def area_weights(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) matrix that resizes one axis by exact area averaging.
+
+    Output pixel i covers the input interval [i * s, (i + 1) * s) with s = in_size / out_size;
+    each input pixel is weighted by how much of it falls inside, so every row sums to 1.
+    Read-only because it is shared through the cache.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}")
+    scale = in_size / out_size
+    starts = np.arange(out_size)[:, None] * scale
+    ends = starts + scale
+    pixel = np.arange(in_size)[None, :]
+    overlap = np.clip(np.minimum(ends, pixel + 1) - np.maximum(starts, pixel), 0.0, None)
+    weights = (overlap / scale).astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+def preprocess(frames: np.ndarray, crop_hud: bool, size: int = 64) -> np.ndarray:
+    """Crop (optionally) and area-resize CarRacing frames: (..., 96, 96, 3) -> (..., size, size, 3).
+
+    Works on a single frame or any batch shape; uint8 in, uint8 out (rounded to nearest).
+    With `crop_hud` the bottom HUD_ROWS rows are dropped first, so 84x96 is squeezed to a
+    square, as in the original World Models preprocessing.
+    """
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.shape[-3:] != (FRAME_SIZE, FRAME_SIZE, 3):
+        raise ValueError(
+            f"expected uint8 frames of shape (..., {FRAME_SIZE}, {FRAME_SIZE}, 3), "
+            f"got {frames.dtype} {frames.shape}"
+        )
+    if crop_hud:
+        frames = frames[..., : FRAME_SIZE - HUD_ROWS, :, :]
+    batch_shape = frames.shape[:-3]
+    height, width, channels = frames.shape[-3:]
+    rows = area_weights(height, size)
+    cols = area_weights(width, size)
+    pixels = frames.reshape(-1, height, width * channels).astype(np.float32)
+    # Rows: one (size, height) @ (height, width * channels) product per frame.
+    row_resized = np.matmul(rows, pixels).reshape(-1, size, width, channels)
+    # Columns: tensordot makes this a single large matrix product over the whole batch.
+    resized = np.tensordot(row_resized, cols, axes=([2], [1])).transpose(0, 1, 3, 2)
+    resized = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+    return resized.reshape(batch_shape + (size, size, channels))

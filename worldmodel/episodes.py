@@ -1,0 +1,121 @@
+"""Episode files: one compressed .npz per episode, written atomically, validated on load.
+
+An episode of T steps holds
+
+    frames      (T+1, S, S, 3) uint8   observation before each action, and the last one
+    actions     (T, 3) float32         steer, gas, brake
+    rewards     (T,) float32           reward after each action
+    terminated  ()  bool               the episode ended (all tiles visited, or off the playfield)
+    truncated   ()  bool               the episode was cut at its step limit
+    lap_finished () bool               every tile was visited
+
+One file per episode lets later steps stream a dataset far larger than memory, and lets a
+killed collection resume by skipping the files that exist.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worldmodel.errors import StoreError
+
+FIELDS = ("frames", "actions", "rewards", "terminated", "truncated", "lap_finished")
+
+
+class DamagedEpisode(StoreError):
+    """An episode file that is truncated, corrupted or inconsistent."""
+
+
+@dataclass
+class Episode:
+    frames: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: bool
+    truncated: bool
+    lap_finished: bool
+
+    @property
+    def steps(self) -> int:
+        return len(self.actions)
+
+    @property
+    def total_reward(self) -> float:
+        return float(self.rewards.sum(dtype=np.float64))
+
+
+def episode_path(directory: Path, index: int) -> Path:
+    return directory / f"ep_{index:06d}.npz"
+
+
+def episode_index(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def save_episode(path: Path, episode: Episode) -> int:
+    """Write `episode` to `path` atomically; returns the file's size in bytes."""
+    check_episode(episode, path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(
+            f,
+            frames=episode.frames,
+            actions=episode.actions,
+            rewards=episode.rewards,
+            terminated=np.bool_(episode.terminated),
+            truncated=np.bool_(episode.truncated),
+            lap_finished=np.bool_(episode.lap_finished),
+        )
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def load_episode(path: Path) -> Episode:
+    """Read and validate one episode; a damaged file raises DamagedEpisode naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [name for name in FIELDS if name not in data.files]
+            if missing:
+                raise DamagedEpisode(f"episode file {path} lacks {missing}")
+            arrays = {name: data[name] for name in FIELDS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DamagedEpisode(f"episode file {path} is damaged ({exc})") from exc
+    episode = Episode(
+        frames=arrays["frames"],
+        actions=arrays["actions"],
+        rewards=arrays["rewards"],
+        terminated=bool(arrays["terminated"]),
+        truncated=bool(arrays["truncated"]),
+        lap_finished=bool(arrays["lap_finished"]),
+    )
+    check_episode(episode, path)
+    return episode
+
+
+def check_episode(episode: Episode, path: Path) -> None:
+    t = len(episode.actions)
+    problems = []
+    if episode.frames.dtype != np.uint8 or episode.frames.ndim != 4:
+        problems.append(f"frames are {episode.frames.dtype} {episode.frames.shape}")
+    elif len(episode.frames) != t + 1:
+        problems.append(f"{len(episode.frames)} frames for {t} actions (expected {t + 1})")
+    if episode.actions.shape != (t, 3):
+        problems.append(f"actions have shape {episode.actions.shape}")
+    if episode.rewards.shape != (t,):
+        problems.append(f"rewards have shape {episode.rewards.shape} for {t} actions")
+    if problems:
+        raise DamagedEpisode(f"episode file {path} is inconsistent: {'; '.join(problems)}")
+
+
+def is_readable(path: Path) -> bool:
+    """A quick check (the zip directory opens): catches files cut short, not bit flips."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {f"{name}.npy" for name in FIELDS} <= set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False

@@ -1,0 +1,107 @@
+"""Worker processes for the embarrassingly parallel work: episodes, rollouts.
+
+Workers are started with forkserver (spawn on macOS), never fork: forking a process in which
+torch has run threads can deadlock the child. Each worker uses one torch thread, so N workers
+fill N cores instead of fighting over them. A worker that dies (killed, out of memory) raises
+a clear WorkerDied error instead of hanging the run; what finished before it is kept.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from worldmodel.errors import WorldModelError
+
+# Read by numpy/torch's OpenMP and BLAS when a worker imports them.
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+class WorkerDied(WorldModelError):
+    """A worker process ended without returning its result."""
+
+
+def _init_worker(initializer: Callable[..., None] | None, args: tuple) -> None:
+    os.environ.update(ONE_THREAD_ENV)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    if initializer is not None:
+        initializer(*args)
+
+
+def start_method() -> str:
+    return "spawn" if sys.platform == "darwin" or os.name == "nt" else "forkserver"
+
+
+def make_pool(
+    workers: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+    preload: tuple[str, ...] = (),
+) -> ProcessPoolExecutor:
+    """A process pool whose workers run `initializer(*initargs)` once (e.g. load models).
+
+    `preload` names modules the forkserver imports once, so each worker is forked with them
+    already loaded instead of importing gymnasium, pygame, ... anew (seconds per worker).
+    """
+    context = multiprocessing.get_context(start_method())
+    if preload and context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(list(preload))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(initializer, initargs),
+    )
+
+
+def run_tasks(
+    fn: Callable[..., Any],
+    tasks: Iterable[tuple],
+    workers: int,
+    what: str,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+    preload: tuple[str, ...] = (),
+) -> Iterator[tuple[tuple, Any]]:
+    """Yield (task, fn(*task)) as tasks finish, in completion order.
+
+    With workers == 1 the tasks run in this process (no pickling, easy to debug). At most
+    2 × workers tasks are in flight, so a long task list does not pile up in memory.
+    """
+    tasks = iter(tasks)
+    if workers == 1:
+        if initializer is not None:
+            initializer(*initargs)
+        for task in tasks:
+            yield task, fn(*task)
+        return
+    with make_pool(workers, initializer, initargs, preload) as pool:
+        pending: dict[Future, tuple] = {}
+        try:
+            while True:
+                while len(pending) < 2 * workers:
+                    task = next(tasks, None)
+                    if task is None:
+                        break
+                    pending[pool.submit(fn, *task)] = task
+                if not pending:
+                    return
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = pending.pop(future)
+                    yield task, future.result()
+        except BrokenProcessPool as exc:
+            raise WorkerDied(
+                f"a worker process died while {what} (killed, or out of memory?). "
+                "Finished work is kept; run the same command again to resume, or lower "
+                "hardware.workers if memory is short."
+            ) from exc
+        finally:
+            for future in pending:
+                future.cancel()
