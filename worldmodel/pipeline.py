@@ -1,5 +1,30 @@
-"""The pipeline table: every step, what it reads, what it needs, what it writes."""
+"""The pipeline table: every step, what it needs, what it reads, what it must write.
+
+The table is in dependency order and is the only place that knows the pipeline's shape;
+`worldmodel.runner` executes it and `worldmodel.store` keeps its results. A step's key
+hashes its name, version, the config keys in `reads` and its inputs' keys (see runner.py).
+"""
 
 from worldmodel.runner import Step
+from worldmodel.steps import collect, encode, vae
 
-STEPS: tuple[Step, ...] = ()
+STEPS: tuple[Step, ...] = (
+    Step(
+        "collect", collect.run,
+        reads=("seed", "env", "collect"), config=collect.CollectConfig,
+        writes=("episodes/ep_*.npz", "dataset.json"),
+        not_in_identity=("env.renderer",),  # both renderers draw identical frames
+    ),
+    Step(
+        "vae", vae.run, inputs=("collect",),
+        reads=("seed", "vae"), config=vae.VAEStepConfig,
+        writes=("model.pt", "split.json", "metrics.jsonl", "reconstructions.png", "losses.png"),
+        not_in_identity=("vae.in_memory_gb",),  # memory or disk: the same batches
+    ),
+    Step(
+        "encode", encode.run, inputs=("collect", "vae"),
+        reads=("vae", "encode"), config=encode.EncodeConfig,
+        writes=("latents.json", "latents/ep_*.npz"),
+        not_in_identity=("vae.in_memory_gb",),
+    ),
+)
