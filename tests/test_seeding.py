@@ -31,3 +31,12 @@ def test_derived_seed_is_fixed_across_versions():
 def test_bad_seed_is_rejected(bad):
     with pytest.raises(ValueError):
         seeding.generator(bad)
+
+
+def test_evaluation_tracks_never_overlap_training_tracks():
+    train = {seeding.train_track(s, "collect", i) for s in range(3) for i in range(2000)}
+    evaluation = {seeding.eval_track(s, i) for s in range(3) for i in range(2000)}
+    assert train.isdisjoint(evaluation)
+    assert all(t in seeding.TRAIN_TRACKS for t in train)
+    assert all(t in seeding.EVAL_TRACKS for t in evaluation)
+    assert len(evaluation) == 6000  # distinct tracks, not one track repeated

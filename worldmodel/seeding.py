@@ -40,3 +40,19 @@ def generator(seed: int, *path: int | str) -> np.random.Generator:
 def derive_seed(seed: int, *path: int | str) -> int:
     """A 31-bit integer seed for one stream, for APIs that take ints (env.reset, torch)."""
     return int(seed_sequence(seed, *path).generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
+# Track seeds (CarRacing's env.reset(seed=...)) come from two disjoint ranges, so no
+# evaluation track is ever a track that collection or training drove on.
+TRAIN_TRACKS = range(0, 2**30)
+EVAL_TRACKS = range(2**30, 2**31)
+
+
+def train_track(seed: int, *path: int | str) -> int:
+    """A track seed for collection or training rollouts, in TRAIN_TRACKS."""
+    return TRAIN_TRACKS.start + derive_seed(seed, *path) % len(TRAIN_TRACKS)
+
+
+def eval_track(seed: int, episode: int) -> int:
+    """The track seed of evaluation episode `episode`, in EVAL_TRACKS."""
+    return EVAL_TRACKS.start + derive_seed(seed, "evaluate", episode) % len(EVAL_TRACKS)

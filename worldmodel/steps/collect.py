@@ -62,7 +62,7 @@ def collect_episode(
     env = make_env(env_cfg)
     try:
         policy = make_policy(params.policy, seeding.generator(seed, "collect", index, "policy"))
-        obs, _ = env.reset(seed=seeding.derive_seed(seed, "collect", index, "track"))
+        obs, _ = env.reset(seed=seeding.train_track(seed, "collect", index))
         frames, actions, rewards = [obs], [], []
         terminated = truncated = lap_finished = False
         for _ in range(params.max_steps):
