@@ -6,7 +6,7 @@ hashes its name, version, the config keys in `reads` and its inputs' keys (see r
 """
 
 from worldmodel.runner import Step
-from worldmodel.steps import collect, encode, vae
+from worldmodel.steps import collect, encode, mdrnn, vae
 
 STEPS: tuple[Step, ...] = (
     Step(
@@ -26,5 +26,11 @@ STEPS: tuple[Step, ...] = (
         reads=("vae", "encode"), config=encode.EncodeConfig,
         writes=("latents.json", "latents/ep_*.npz"),
         not_in_identity=("vae.in_memory_gb",),
+    ),
+    Step(
+        "mdrnn", mdrnn.run, inputs=("encode", "vae"),
+        reads=("seed", "mdrnn"), config=mdrnn.MDRNNStepConfig,
+        writes=("model.pt", "split.json", "metrics.jsonl", "evaluation.json", "losses.png",
+                "dream.png", "dream.gif", "dream_error.png", "calibration.png"),
     ),
 )

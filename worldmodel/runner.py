@@ -307,13 +307,14 @@ class Runner:
 
     @staticmethod
     def _summary_entry(key: str, path: Path, reused: bool, seconds: float, manifest: dict) -> dict:
+        # The runner's own fields come last: a step metric named like one never hides it.
         return {
+            **manifest.get("metrics", {}),
             "key": key,
             "path": str(path),
             "reused": reused,
             "seconds": round(seconds, 3),
             "compute_seconds": manifest.get("seconds"),
-            **manifest.get("metrics", {}),
         }
 
     def _compute(

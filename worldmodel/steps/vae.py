@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import time
 import zipfile
@@ -43,10 +42,11 @@ from tqdm import tqdm
 
 from worldmodel import figures
 from worldmodel.episodes import DamagedEpisode, load_episode
-from worldmodel.errors import ConfigError, StoreError, WorldModelError
+from worldmodel.errors import ConfigError, StoreError
 from worldmodel.models import VAE, build_from_checkpoint, checkpoint, frames_to_tensor, vae_loss
 from worldmodel.models.vae import sample_latent
 from worldmodel.store import write_json_atomic
+from worldmodel.training import TrainingDiverged, keep_metrics_up_to, save_atomic, split_episodes
 
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
@@ -94,13 +94,6 @@ class VAEParams:
 class VAEStepConfig:
     seed: int
     vae: VAEParams
-
-
-class TrainingDiverged(WorldModelError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-# --- data --------------------------------------------------------------------------------------
 
 
 def stored_steps(path: Path) -> int:
@@ -197,17 +190,6 @@ def batches(
             carry = array[indices[start:]]
     if carry is not None:
         yield carry
-
-
-def split_episodes(count: int, val_fraction: float, rng: np.random.Generator) -> tuple[list, list]:
-    """Positions of the training and validation episodes: whole episodes, chosen at random."""
-    if count >= 2 and val_fraction > 0:
-        n_val = min(count - 1, max(1, round(val_fraction * count)))
-    else:
-        n_val = 0
-    val = sorted(rng.choice(count, size=n_val, replace=False).tolist())
-    train = [i for i in range(count) if i not in set(val)]
-    return train, val
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -308,13 +290,6 @@ def train_epoch(
     return out
 
 
-def save_atomic(data: dict, path: Path) -> None:
-    """torch.save so that a kill leaves the previous file (or none), never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(path: Path, model: VAE, optimizer: torch.optim.Optimizer, epoch: int) -> None:
     """The state after `epoch`: what a resumed run continues from."""
     save_atomic({"epoch": epoch, "model": checkpoint(model), "optimizer": optimizer.state_dict()},
@@ -338,16 +313,6 @@ def load_checkpoint(
             f"the training checkpoint {path} cannot be used ({exc}); delete it to train from "
             "the start"
         ) from exc
-
-
-def keep_metrics_up_to(path: Path, epoch: int) -> None:
-    """Drop metric rows of epochs after `epoch`: those a killed run logged but did not save."""
-    if not path.exists():
-        return
-    rows = [row for row in figures.read_metrics(path) if row.get("epoch", 0) <= epoch]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
 
 
 def cpu_copy(model: VAE) -> VAE:
