@@ -348,7 +348,7 @@ def test_mdrnn_checkpoint_with_other_z_dim_gives_clear_error() -> None:
     ckpt = checkpoint(MDRNN(z_dim=16, hidden_size=8))
     with pytest.raises(ValueError, match=r"MDRNN checkpoint has z_dim=16 .* z_dim=32") as caught:
         build_from_checkpoint(MDRNN, ckpt, expect={"z_dim": 32, "hidden_size": 8})
-    assert "mdrnn.z_dim=16" in str(caught.value)
+    assert "set vae.z_dim=16" in str(caught.value)  # z_dim is V's setting, not M's
     rebuilt = build_from_checkpoint(MDRNN, ckpt, expect={"z_dim": 16})
     assert rebuilt.config() == ckpt["kwargs"]
 

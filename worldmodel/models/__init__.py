@@ -71,7 +71,11 @@ def build_from_checkpoint(
         section = getattr(cls, "config_section", cls.__name__.lower())
         has = ", ".join(f"{name}={got!r}" for name, got, _ in mismatches)
         asks = ", ".join(f"{name}={wanted!r}" for name, _, wanted in mismatches)
-        settings = " ".join(f"{section}.{name}={got!r}" for name, got, _ in mismatches)
+        # Sizes a model shares with another (z_dim comes from V) are set in that model's section.
+        keys = getattr(cls, "config_keys", {})
+        settings = " ".join(
+            f"{keys.get(name, f'{section}.{name}')}={got!r}" for name, got, _ in mismatches
+        )
         raise CheckpointMismatchError(
             f"{cls.__name__} checkpoint has {has} but the config asks for {asks}; "
             f"retrain (force=[{section}]) or set {settings}"

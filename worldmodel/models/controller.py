@@ -25,6 +25,8 @@ class Controller(nn.Module):
 
     # The section of the run configuration that holds this model's settings.
     config_section = "controller"
+    # Constructor arguments set in another config section (see build_from_checkpoint).
+    config_keys = {"z_dim": "vae.z_dim", "hidden_size": "mdrnn.hidden_size"}
     # Fixed by the environment: (steer, gas, brake).
     action_dim = 3
 

@@ -46,6 +46,8 @@ class MDRNN(nn.Module):
 
     # The section of the run configuration that holds this model's settings.
     config_section = "mdrnn"
+    # Constructor arguments set in another config section (see build_from_checkpoint).
+    config_keys = {"z_dim": "vae.z_dim", "hidden_size": "mdrnn.hidden_size"}
 
     def __init__(
         self,
