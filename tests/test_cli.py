@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 TINY = ["data=tiny", "hardware=cpu", "steps=[collect]", "collect.episodes=2",
@@ -43,3 +45,22 @@ def test_unknown_step_is_one_clear_line(tmp_path):
     assert out.returncode == 2
     assert "unknown step vea; the steps are collect" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_whole_tiny_chain_then_everything_is_reused(tmp_path):
+    """The issue's 'done when': the whole chain on real CarRacing-v3, then a full reuse."""
+    args = ["data=tiny", "hardware=cpu", f"paths.outputs={tmp_path}"]
+    first = run_cli(*args, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli(*args, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    runs = sorted((tmp_path / "runs").iterdir())
+    summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
+    steps = ["collect", "vae", "encode", "mdrnn", "controller", "evaluate"]
+    assert all(not summaries[0][s]["reused"] for s in steps)
+    assert all(summaries[-1][s]["reused"] for s in steps)
+    evaluation = summaries[-1]["evaluate"]
+    assert evaluation["episodes"] == len(evaluation["returns"]) == 2
+    assert evaluation["mean_return"] == pytest.approx(sum(evaluation["returns"]) / 2)
+    videos = list(Path(evaluation["path"]).glob("*_episode.*"))
+    assert len(videos) == 2 and all(v.stat().st_size > 0 for v in videos)

@@ -6,7 +6,7 @@ hashes its name, version, the config keys in `reads` and its inputs' keys (see r
 """
 
 from worldmodel.runner import Step
-from worldmodel.steps import collect, encode, mdrnn, vae
+from worldmodel.steps import collect, controller, encode, evaluate, mdrnn, vae
 
 STEPS: tuple[Step, ...] = (
     Step(
@@ -32,5 +32,17 @@ STEPS: tuple[Step, ...] = (
         reads=("seed", "mdrnn"), config=mdrnn.MDRNNStepConfig,
         writes=("model.pt", "split.json", "metrics.jsonl", "evaluation.json", "losses.png",
                 "dream.png", "dream.gif", "dream_error.png", "calibration.png"),
+    ),
+    Step(
+        "controller", controller.run, inputs=("vae", "mdrnn"),
+        reads=("seed", "env", "controller"), config=controller.ControllerStepConfig,
+        writes=("controller.pt", "es_mean.pt", "controller.json", "metrics.jsonl", "cma_es.png"),
+        not_in_identity=("env.renderer",),
+    ),
+    Step(
+        "evaluate", evaluate.run, inputs=("vae", "mdrnn", "controller"),
+        reads=("seed", "env", "evaluate"), config=evaluate.EvaluateConfig,
+        writes=("returns.json", "returns.png", "best_episode.*", "median_episode.*"),
+        not_in_identity=("env.renderer",),
     ),
 )

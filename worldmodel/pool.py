@@ -8,7 +8,9 @@ a clear WorkerDied error instead of hanging the run; what finished before it is 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +36,21 @@ def _init_worker(initializer: Callable[..., None] | None, args: tuple) -> None:
         initializer(*args)
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for what starts inside the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def start_method() -> str:
     return "spawn" if sys.platform == "darwin" or os.name == "nt" else "forkserver"
 
@@ -50,8 +67,16 @@ def make_pool(
     already loaded instead of importing gymnasium, pygame, ... anew (seconds per worker).
     """
     context = multiprocessing.get_context(start_method())
-    if preload and context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(list(preload))
+    if context.get_start_method() == "forkserver":
+        if preload:
+            context.set_forkserver_preload(list(preload))
+        # The forkserver imports numpy (preload) before any worker exists, and OpenBLAS reads
+        # its thread count once, at import: set in _init_worker it comes too late, and every
+        # worker would run one BLAS thread per core (2 workers on 2 cores: 5x fewer env
+        # steps/s, the small matrix products of `preprocess` waiting on busy cores). So the
+        # forkserver starts with the one-thread environment; this process keeps its own.
+        with _environment(ONE_THREAD_ENV):
+            multiprocessing.forkserver.ensure_running()
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,

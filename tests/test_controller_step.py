@@ -1,0 +1,260 @@
+"""The controller step: CMA-ES on the real CarRacing-v3, through a real Runner.
+
+V and M are tiny untrained models made by synthetic upstream steps (this file's TABLE, shared
+with test_evaluate_step.py). Covers: CMA-ES improves a toy fitness through the generation
+loop; a tiny real-mode run completes and writes its files; a run killed after generation 1
+resumes to exactly the controller of an uninterrupted run (which used another worker count);
+a dying worker raises WorkerDied instead of hanging; dream mode is refused for now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import compose_config
+from worldmodel import rollout
+from worldmodel.config import config_slice, typed
+from worldmodel.errors import ConfigError
+from worldmodel.hardware import Hardware
+from worldmodel.models import MDRNN, VAE, Controller, build_from_checkpoint, checkpoint
+from worldmodel.pool import WorkerDied
+from worldmodel.runner import Runner, Step, StepContext
+from worldmodel.steps import controller as controller_step
+from worldmodel.steps import evaluate as evaluate_step
+from worldmodel.store import Store
+
+Z_DIM, HIDDEN = 8, 16
+N_PARAMS = 3 * (Z_DIM + HIDDEN) + 3
+
+
+def fake_vae(ctx: StepContext) -> dict:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.derive_seed("init"))
+        torch.save(checkpoint(VAE(z_dim=Z_DIM)), ctx.dir / "model.pt")
+    return {}
+
+
+def fake_mdrnn(ctx: StepContext) -> dict:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.derive_seed("init"))
+        torch.save(checkpoint(MDRNN(z_dim=Z_DIM, hidden_size=HIDDEN)), ctx.dir / "model.pt")
+    return {}
+
+
+# The rows pipeline.py gets, behind two synthetic upstream steps.
+TABLE = (
+    Step("vae", fake_vae, reads=("seed",), writes=("model.pt",)),
+    Step("mdrnn", fake_mdrnn, inputs=("vae",), reads=("seed",), writes=("model.pt",)),
+    Step(
+        "controller", controller_step.run, inputs=("vae", "mdrnn"),
+        reads=("seed", "env", "controller"), config=controller_step.ControllerStepConfig,
+        writes=("controller.pt", "es_mean.pt", "controller.json", "metrics.jsonl",
+                "cma_es.png"),
+        not_in_identity=("env.renderer",),
+    ),
+    Step(
+        "evaluate", evaluate_step.run, inputs=("vae", "mdrnn", "controller"),
+        reads=("seed", "env", "evaluate"), config=evaluate_step.EvaluateConfig,
+        writes=("returns.json", "returns.png", "best_episode.*", "median_episode.*"),
+        not_in_identity=("env.renderer",),
+    ),
+)
+
+TINY = {"controller.population": 4, "controller.rollouts": 1, "controller.max_steps": 60,
+        "controller.generations": 3, "controller.score_every": 2,
+        "controller.score_episodes": 1, "controller.early_stop_steps": 40,
+        "evaluate.episodes": 3, "env.max_steps": 80}
+
+
+def tiny_config(**changes):
+    cfg = compose_config(["data=tiny", "hardware=cpu"])
+    for key, value in {**TINY, **changes}.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def runner(root: Path, workers: int, cfg=None) -> Runner:
+    hardware = Hardware(device=torch.device("cpu"), workers=workers, threads=1)
+    return Runner(TABLE, cfg if cfg is not None else tiny_config(), hardware,
+                  Store(root / "store"), root / "run")
+
+
+def load_flat(path: Path) -> np.ndarray:
+    return build_from_checkpoint(Controller, torch.load(path, weights_only=True)).get_flat()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def time_limit() -> Iterator[None]:
+    """Fail a test that hangs, instead of hanging the suite."""
+    def expired(*_):
+        raise TimeoutError("the test ran past its time limit")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory) -> dict:
+    return runner(tmp_path_factory.mktemp("controller"), workers=2).run(["controller"])
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+def test_cma_es_improves_a_toy_fitness_through_the_generation_loop(tmp_path):
+    target = np.linspace(-1, 1, 10)
+
+    def quadratic(x: np.ndarray) -> np.ndarray:
+        return -((x - target) ** 2).sum(axis=-1)
+
+    def fitness(generation: int, candidates: np.ndarray) -> controller_step.Evaluation:
+        return controller_step.Evaluation(quadratic(candidates), len(candidates))
+
+    def score(controllers: np.ndarray) -> controller_step.Evaluation:
+        return controller_step.Evaluation(quadratic(controllers), 0)
+
+    params = controller_step.ControllerParams(population=8, generations=40, sigma0=0.3,
+                                              score_every=10)
+    ctx = StepContext(name="controller", config=None, dir=tmp_path, inputs={},
+                      hardware=None, seed=0, log=logging.getLogger("test"))
+    global_state = np.random.get_state()[1].copy()
+    state = controller_step.evolve(ctx, params, 10, fitness, score)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["generation"] for row in rows] == list(range(1, 41))
+    assert rows[-1]["controller/mean"] > 0.2 * rows[0]["controller/mean"]  # (negative)
+    assert quadratic(state.es.mean) > 0.01 * quadratic(np.zeros(10))  # 100x closer
+    assert state.best_score == max(max(r["controller/score_mean"], r["controller/score_best"])
+                                   for r in rows if "controller/score_mean" in r)
+    assert state.best_generation in (10, 20, 30, 40)
+    assert np.array_equal(np.random.get_state()[1], global_state)  # cma kept to its own RNG
+
+
+def test_a_tiny_real_run_writes_its_files(two_workers):
+    result = two_workers["controller"]
+    path = Path(result["path"])
+    for pattern in TABLE[2].writes:
+        assert any(path.glob(pattern)), pattern
+    assert not (path / controller_step.STATE).exists()  # it only served to resume
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["generation"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        assert row["controller/worst"] <= row["controller/mean"] <= row["controller/best"]
+        assert row["controller/env_steps"] <= 4 * 60 and row["controller/steps_per_s"] > 0
+    assert "controller/score_mean" in rows[1] and "controller/score_mean" in rows[2]
+    assert "controller/score_mean" not in rows[0]
+    best = build_from_checkpoint(Controller, torch.load(path / "controller.pt",
+                                                        weights_only=True))
+    assert best.config() == {"z_dim": Z_DIM, "hidden_size": HIDDEN}
+    assert best.num_params == N_PARAMS
+    info = json.loads((path / "controller.json").read_text())
+    assert info["z"] == "mean" and info["best_generation"] in (2, 3)
+    assert result["best_score"] == info["best_score"]
+    assert result["generations"] == 3 and result["env_steps"] > 0
+    assert (path / "cma_es.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_figure_is_redrawn_from_metrics_alone(two_workers, tmp_path):
+    from matplotlib.image import imread
+
+    path = Path(two_workers["controller"]["path"])
+    drawn = controller_step.make_figure(path, tmp_path)
+    assert np.array_equal(imread(drawn), imread(path / "cma_es.png"))
+
+
+def test_a_killed_search_resumes_to_the_uninterrupted_result(two_workers, tmp_path,
+                                                             monkeypatch):
+    save = controller_step.save_state
+
+    def killed_after_generation_1(path, state):
+        save(path, state)
+        if state.generation == 1:
+            raise KeyboardInterrupt  # as a Ctrl-C right after generation 1 was saved
+
+    monkeypatch.setattr(controller_step, "save_state", killed_after_generation_1)
+    with pytest.raises(KeyboardInterrupt):
+        runner(tmp_path, workers=1).run(["controller"])
+    [staging] = (tmp_path / "store" / "controller").glob(".staging-*")
+    assert controller_step.load_state(staging).generation == 1
+
+    monkeypatch.setattr(controller_step, "save_state", save)
+    evaluated = []
+    fitness = controller_step.real_fitness
+
+    def spy(ctx, params, files):
+        inner = fitness(ctx, params, files)
+        return lambda generation, x: evaluated.append(generation) or inner(generation, x)
+
+    monkeypatch.setattr(controller_step, "real_fitness", spy)
+    np.random.seed(12345)  # a different global random state must not matter
+    resumed = runner(tmp_path, workers=1).run(["controller"])["controller"]
+    assert evaluated == [2, 3]
+    reference = Path(two_workers["controller"]["path"])  # 2 workers, never interrupted
+    path = Path(resumed["path"])
+    assert resumed["key"] == two_workers["controller"]["key"]
+    assert np.array_equal(load_flat(path / "controller.pt"),
+                          load_flat(reference / "controller.pt"))
+    assert np.array_equal(load_flat(path / "es_mean.pt"), load_flat(reference / "es_mean.pt"))
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["generation"] for row in rows] == [1, 2, 3]
+
+
+def die(*args):
+    os._exit(3)  # as a worker killed by the OOM killer
+
+
+def test_a_dying_worker_raises_worker_died(tmp_path, monkeypatch, time_limit):
+    # Pickled by reference, so the workers run this module's `die`.
+    monkeypatch.setattr(rollout, "drive_task", die)
+    with pytest.raises(WorkerDied, match="worker process died while evaluating generation 1"):
+        runner(tmp_path, workers=2).run(["controller"])
+
+
+def test_dream_mode_is_refused_until_implemented(tmp_path):
+    cfg = compose_config(["data=tiny", "hardware=cpu", "controller=dream"])
+    with pytest.raises(ConfigError, match="dream.*not implemented yet"):
+        runner(tmp_path, workers=1, cfg=cfg).run(["controller"])
+
+
+def test_the_shipped_configs_type_into_the_step_configs():
+    for option in ("real", "dream"):
+        cfg = compose_config(["data=tiny", f"controller={option}"])
+        step = typed(controller_step.ControllerStepConfig,
+                     config_slice(cfg, ("seed", "env", "controller")), "controller")
+        assert step.controller.mode == option and step.controller.population == 4
+        controller_step.check_params(step.controller)
+    assert step.controller.temperature == 1.15
+    for data in ("tiny", "small", "paper"):
+        cfg = compose_config([f"data={data}"])
+        typed(evaluate_step.EvaluateConfig, config_slice(cfg, ("seed", "env", "evaluate")),
+              "evaluate")
+
+
+def test_bad_settings_are_named():
+    params = controller_step.ControllerParams
+    with pytest.raises(ConfigError, match=r"controller\.z='median'"):
+        controller_step.check_params(params(z="median"))
+    with pytest.raises(ConfigError, match=r"controller\.population=1 must be >= 2"):
+        controller_step.check_params(params(population=1))
+    with pytest.raises(ConfigError, match=r"controller\.early_stop_steps=0"):
+        controller_step.check_params(params(early_stop_steps=0))

@@ -1,0 +1,166 @@
+"""The evaluate step on the real CarRacing-v3, behind the synthetic V and M of
+test_controller_step.py and a tiny CMA-ES run.
+
+Covers: the metrics land in summary.json under the required names; the histogram and the two
+videos are written, and the replays reproduce their episodes; returns are the same for 1 and 2
+workers; evaluation tracks never overlap any training track; a killed evaluation keeps its
+finished episodes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_controller_step import runner, tiny_config
+from worldmodel import seeding
+from worldmodel.steps import controller as controller_step
+from worldmodel.steps import evaluate as evaluate_step
+
+EPISODES = 3  # test_controller_step.TINY's evaluate.episodes
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("evaluate")
+    return root, runner(root, workers=2).run(["evaluate"])
+
+
+def test_metrics_have_the_required_names_and_land_in_the_summary(evaluated):
+    root, summary = evaluated
+    on_disk = json.loads((root / "run" / "summary.json").read_text())["evaluate"]
+    for name in ("mean_return", "std_return", "episodes", "returns", "min_return",
+                 "max_return", "fraction_900", "track_seeds"):
+        assert name in on_disk, name
+        assert on_disk[name] == summary["evaluate"][name]
+    returns = np.array(on_disk["returns"])
+    assert on_disk["episodes"] == len(returns) == EPISODES
+    assert on_disk["mean_return"] == pytest.approx(returns.mean())
+    assert on_disk["std_return"] == pytest.approx(returns.std())
+    assert on_disk["min_return"] == returns.min() and on_disk["max_return"] == returns.max()
+    assert on_disk["fraction_900"] == np.mean(returns >= 900)
+    assert on_disk["track_seeds"] == evaluate_step.episode_tracks(0, EPISODES)
+    stored = json.loads((Path(on_disk["path"]) / "returns.json").read_text())
+    assert [row["return"] for row in stored["episode_results"]] == on_disk["returns"]
+    assert all(row["steps"] <= 80 for row in stored["episode_results"])  # env.max_steps
+
+
+def test_histogram_and_videos_are_written_and_replays_match(evaluated, caplog):
+    from PIL import Image
+
+    _, summary = evaluated
+    path = Path(summary["evaluate"]["path"])
+    assert (path / "returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (path / "episodes.jsonl").exists()
+    stored = json.loads((path / "returns.json").read_text())
+    for name in ("best_episode", "median_episode"):
+        [video] = path.glob(name + ".*")
+        assert video.name in summary["evaluate"]["videos"]
+        steps = stored["episode_results"][stored["videos"][name]]["steps"]
+        if video.suffix == ".gif":  # every second frame at half size, reset frame included
+            with Image.open(video) as gif:
+                assert gif.size == (300, 200) and gif.n_frames == (steps + 2) // 2
+        else:
+            assert video.stat().st_size > 1000
+    returns = summary["evaluate"]["returns"]
+    assert returns[stored["videos"]["best_episode"]] == max(returns)
+    assert returns[stored["videos"]["median_episode"]] == sorted(returns)[(EPISODES - 1) // 2]
+
+
+def test_one_and_two_workers_give_the_same_returns(evaluated, caplog):
+    root, two = evaluated
+    one = runner(root, workers=1).run(["evaluate"], force=["evaluate"])
+    assert one["evaluate"]["key"] == two["evaluate"]["key"] and not one["evaluate"]["reused"]
+    assert one["evaluate"]["returns"] == two["evaluate"]["returns"]
+    assert "rendering changed the episode" not in caplog.text
+
+
+def test_evaluation_tracks_never_overlap_training_tracks():
+    seed = 0
+    evaluation = set(evaluate_step.episode_tracks(seed, 100))
+    training = set(controller_step.score_tracks(seed, 64))
+    for generation in range(1, 101):
+        training.update(controller_step.rollout_tracks(seed, generation, 16))
+    training.update(seeding.train_track(seed, "collect", i) for i in range(1000))
+    assert len(evaluation) == 100 and len(training) == 64 + 1600 + 1000
+    assert all(t in seeding.EVAL_TRACKS for t in evaluation)
+    assert all(t in seeding.TRAIN_TRACKS for t in training)
+    assert not evaluation & training
+
+
+def test_a_killed_evaluation_keeps_its_finished_episodes(tmp_path, monkeypatch):
+    cfg = tiny_config(**{"evaluate.episodes": 6, "env.max_steps": 30,
+                         "controller.generations": 1})
+    finished = []
+    drive_jobs = evaluate_step.drive_jobs
+
+    def killed_after_first_job(jobs, files, settings, workers, what, on_done):
+        def done(index, rollouts):
+            on_done(index, rollouts)
+            finished.extend(rollouts)
+            raise KeyboardInterrupt
+        return drive_jobs(jobs, files, settings, workers, what, on_done=done)
+
+    monkeypatch.setattr(evaluate_step, "drive_jobs", killed_after_first_job)
+    with pytest.raises(KeyboardInterrupt):
+        runner(tmp_path, workers=1, cfg=cfg).run(["evaluate"])
+    monkeypatch.undo()
+    assert len(finished) == evaluate_step.EPISODES_PER_TASK
+    driven = []
+
+    def spy(jobs, *args, **kwargs):
+        driven.extend(track for job in jobs for track in job.tracks)
+        return drive_jobs(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_step, "drive_jobs", spy)
+    summary = runner(tmp_path, workers=1, cfg=cfg).run(["evaluate"])["evaluate"]
+    assert driven == summary["track_seeds"][evaluate_step.EPISODES_PER_TASK:]
+    assert summary["returns"][:len(finished)] == [r.total_reward for r in finished]
+
+
+def test_progress_lines_cut_short_or_for_other_tracks_are_ignored(tmp_path):
+    path = tmp_path / "episodes.jsonl"
+    path.write_text(json.dumps({"episode": 0, "track": 10, "return": 1.0}) + "\n"
+                    + json.dumps({"episode": 1, "track": 99, "return": 2.0}) + "\n"
+                    + '{"episode": 2, "tra')
+    assert list(evaluate_step.load_progress(path, [10, 11, 12])) == [0]
+
+
+def load_watch():
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("watch", REPO / "scripts" / "watch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_watch_records_an_evaluation_episode_from_a_run_directory(evaluated, tmp_path, capsys):
+    root, summary = evaluated
+    watch = load_watch()
+    video = tmp_path / "episode.gif"
+    assert watch.main([str(root / "run"), "--episode", "1", "--record", str(video)]) == 0
+    printed = capsys.readouterr().out
+    assert f"return {summary['evaluate']['returns'][1]:.1f} in" in printed  # the same episode
+    assert video.stat().st_size > 0
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text(json.dumps(
+        {"run": {}, "vae": summary["vae"], "mdrnn": summary["mdrnn"]}))
+    assert watch.main([str(tmp_path / "run"), "--record", str(video)]) == 2
+    assert "lists no controller result" in capsys.readouterr().err

@@ -1,0 +1,431 @@
+"""controller: evolves C with CMA-ES (paper sections 2.3 and 3.2, step 4 of the procedure:
+evolve C to maximise the expected cumulative reward of a rollout).
+
+Inputs: vae (model.pt) and mdrnn (model.pt). Outputs, in the step's directory:
+
+    controller.pt    checkpoint(controller): the best controller by its periodic score
+    es_mean.pt       checkpoint(controller) of CMA-ES's final mean, where the search ended
+    controller.json  the settings C was trained with (z: mean | sample), the best score and
+                     where it came from, and the run's totals
+    metrics.jsonl    per generation: controller/best, mean, worst (fitness: mean return of a
+                     candidate's rollouts), sigma, seconds, env_steps, steps_per_s; every
+                     score_every generations also score_mean and score_best (see Scoring)
+    cma_es.png       those curves, drawn from metrics.jsonl alone (make_figure)
+
+Search. CMA-ES (pycma) over C's flat parameters, from x0 = 0 with step size sigma0 (0.1 as the
+original). Each generation every candidate drives `rollouts` episodes, and all candidates
+drive the same tracks, train_track(seed, "controller", generation, rollout): common random
+numbers, so candidates are ranked on equal terms. Fitness is the mean return (CMA-ES
+minimises, so it is told -fitness). Candidates are driven in parallel by the worker pool, all
+rollouts of a candidate in one batch (worldmodel/rollout.py).
+
+Scoring. Fitness is noisy and a generation's best candidate is partly lucky, so every
+score_every generations (and at the last) the CMA-ES mean and the generation's best candidate
+drive score_episodes more episodes, without early stop, and the best of all scored controllers
+is kept as controller.pt. The score tracks are training-range tracks that no generation
+drives, the same ones at every scoring, so scores compare across generations; they are never
+evaluation tracks (those are the evaluate step's alone).
+
+Modes. controller.mode picks how candidates get their fitness: "real" drives CarRacing-v3.
+"dream" (rollouts inside M) plugs in at `make_fitness` and is not implemented yet.
+
+Resume. After every generation the ES (pickled, with its private random generator) and the
+best-so-far are saved atomically to es_state.pkl, which is read only from this step's own
+staging directory and deleted once controller.pt is written. CMA-ES draws its samples from a
+Generator seeded from (seed, "controller", "cma", generation), never from numpy's global one,
+so a run killed at any point and started again ends with exactly the controller an
+uninterrupted run gets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import cma
+import numpy as np
+from tqdm import tqdm
+
+from worldmodel import figures, seeding
+from worldmodel.envs import EnvConfig
+from worldmodel.errors import ConfigError, StoreError
+from worldmodel.models import MDRNN, VAE, Controller, checkpoint
+from worldmodel.rollout import Z_MODES, AgentFiles, DriveSettings, Job, drive_jobs, load_model
+from worldmodel.steps.vae import save_atomic
+from worldmodel.store import write_json_atomic
+
+if TYPE_CHECKING:
+    from worldmodel.runner import StepContext
+
+MODEL = "controller.pt"
+MEAN_MODEL = "es_mean.pt"
+SUMMARY = "controller.json"
+STATE = "es_state.pkl"
+METRICS = "metrics.jsonl"
+FIGURE = "cma_es.png"
+MODES = ("real", "dream")
+
+
+@dataclass
+class ControllerParams:
+    """The `controller` config group (population, rollouts, generations and max_steps come
+    from the `data` preset)."""
+
+    mode: str = "real"
+    """How candidates are scored: real (drive CarRacing-v3) | dream (inside M; not yet)."""
+    population: int = 16
+    """CMA-ES candidates per generation (popsize)."""
+    rollouts: int = 4
+    """Episodes per candidate per generation; fitness is their mean return."""
+    generations: int = 20
+    """CMA-ES generations."""
+    sigma0: float = 0.1
+    """Initial CMA-ES step size (0.1 in the original)."""
+    max_steps: int = 1000
+    """Steps per training rollout and per scoring episode at most."""
+    z: str = "mean"
+    """What C sees of V's posterior q(z|x): mean | sample."""
+    early_stop_steps: int | None = None
+    """Stop a training rollout after this many steps without a positive reward (no new tile);
+    its return so far counts. null drives every rollout to its end. Never used in scoring or
+    evaluation."""
+    score_every: int = 5
+    """Score the CMA-ES mean and the generation's best candidate every this many generations
+    (and at the last one)."""
+    score_episodes: int = 8
+    """Episodes of each scoring, on training-range tracks no generation drives."""
+    temperature: float | None = None
+    """Dream mode only: M's sampling temperature tau."""
+
+
+@dataclass
+class ControllerStepConfig:
+    seed: int
+    env: EnvConfig = field(default_factory=EnvConfig)
+    controller: ControllerParams = field(default_factory=ControllerParams)
+
+
+def check_params(params: ControllerParams) -> None:
+    problems = []
+    if params.mode not in MODES:
+        problems.append(f"controller.mode={params.mode!r} must be one of {', '.join(MODES)}")
+    if params.z not in Z_MODES:
+        problems.append(f"controller.z={params.z!r} must be one of {', '.join(Z_MODES)}")
+    if params.population < 2:
+        problems.append(f"controller.population={params.population} must be >= 2")
+    for name in ("rollouts", "generations", "max_steps", "score_every", "score_episodes"):
+        if getattr(params, name) < 1:
+            problems.append(f"controller.{name}={getattr(params, name)} must be >= 1")
+    if params.sigma0 <= 0:
+        problems.append(f"controller.sigma0={params.sigma0} must be > 0")
+    if params.early_stop_steps is not None and params.early_stop_steps < 1:
+        problems.append(f"controller.early_stop_steps={params.early_stop_steps} must be >= 1 "
+                        "or null")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+# --- fitness -----------------------------------------------------------------------------------
+
+
+class Evaluation(NamedTuple):
+    """Mean return per controller (higher is better) and the environment steps it took."""
+
+    returns: np.ndarray
+    env_steps: int
+
+
+FitnessFn = Callable[[int, np.ndarray], Evaluation]
+"""(generation, candidates (P, n)) -> each candidate's fitness."""
+ScoreFn = Callable[[np.ndarray], Evaluation]
+"""(controllers (K, n)) -> each one's mean return on the score tracks."""
+
+
+def rollout_tracks(seed: int, generation: int, rollouts: int) -> list[int]:
+    """The tracks every candidate of `generation` drives (common random numbers)."""
+    return [seeding.train_track(seed, "controller", generation, r) for r in range(rollouts)]
+
+
+def score_tracks(seed: int, episodes: int) -> list[int]:
+    """The scoring tracks: training-range, never driven by a generation, the same each time."""
+    return [seeding.train_track(seed, "controller", "score", e) for e in range(episodes)]
+
+
+def drive_mean_returns(candidates: np.ndarray, tracks: list[int], noise: list[int],
+                       files: AgentFiles, settings: DriveSettings, workers: int, batch: int,
+                       what: str) -> Evaluation:
+    """Each candidate drives every track; episodes go to workers in batches of `batch`."""
+    jobs = []
+    for x in candidates:
+        for start in range(0, len(tracks), batch):
+            chunk = slice(start, start + batch)
+            count = len(tracks[chunk])
+            jobs.append(Job(np.repeat(x[None], count, axis=0), tracks[chunk], noise[chunk]))
+    results = drive_jobs(jobs, files, settings, workers, what)
+    per_job = len(jobs) // len(candidates)
+    returns = np.array([
+        np.mean([r.total_reward for job in results[i * per_job:(i + 1) * per_job] for r in job])
+        for i in range(len(candidates))
+    ])
+    return Evaluation(returns, sum(r.steps for job in results for r in job))
+
+
+def real_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles) -> FitnessFn:
+    settings = DriveSettings(params.max_steps, params.z, params.early_stop_steps)
+
+    def fitness(generation: int, candidates: np.ndarray) -> Evaluation:
+        tracks = rollout_tracks(ctx.seed, generation, params.rollouts)
+        # The same z noise for every candidate too: it is part of the common random numbers.
+        noise = [ctx.derive_seed("z", generation, r) for r in range(params.rollouts)]
+        return drive_mean_returns(candidates, tracks, noise, files, settings,
+                                  ctx.hardware.workers, params.rollouts,
+                                  f"evaluating generation {generation}")
+
+    return fitness
+
+
+def real_score(ctx: StepContext, params: ControllerParams, files: AgentFiles) -> ScoreFn:
+    settings = DriveSettings(params.max_steps, params.z, early_stop_steps=None)
+    tracks = score_tracks(ctx.seed, params.score_episodes)
+    noise = [ctx.derive_seed("score", "z", e) for e in range(params.score_episodes)]
+
+    def score(candidates: np.ndarray) -> Evaluation:
+        return drive_mean_returns(candidates, tracks, noise, files, settings,
+                                  ctx.hardware.workers, params.rollouts, "scoring controllers")
+
+    return score
+
+
+def make_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles) -> FitnessFn:
+    """The fitness of controller.mode. Dream mode will return a FitnessFn that rolls the
+    candidates out inside M; scoring stays in the real environment (real_score)."""
+    if params.mode == "dream":
+        raise ConfigError("controller.mode=dream (training C inside M's dream) is not "
+                          "implemented yet; use controller=real")
+    return real_fitness(ctx, params, files)
+
+
+# --- the search --------------------------------------------------------------------------------
+
+
+class PrivateNormal:
+    """cma's `randn` option: standard normal samples from a Generator set each generation,
+    instead of numpy's global random state, which a resumed process would not have."""
+
+    def __init__(self) -> None:
+        self.generator: np.random.Generator | None = None
+
+    def __call__(self, *shape: int) -> np.ndarray:
+        if self.generator is None:
+            raise RuntimeError("PrivateNormal used before a generator was set")
+        return self.generator.standard_normal(shape)
+
+
+def new_es(n_params: int, params: ControllerParams) -> cma.CMAEvolutionStrategy:
+    options = {
+        "popsize": params.population,
+        "randn": PrivateNormal(),
+        "seed": np.nan,  # never touch numpy's global random state
+        "verbose": -9,  # no console output and
+        "verb_log": 0,  # no outcmaes/ files: the step logs what matters itself
+        "verb_disp": 0,
+    }
+    return cma.CMAEvolutionStrategy(np.zeros(n_params), params.sigma0, options)
+
+
+@dataclass
+class SearchState:
+    """Everything a resumed search needs; pickled to es_state.pkl after every generation."""
+
+    es: cma.CMAEvolutionStrategy
+    generation: int = 0
+    env_steps: int = 0
+    best_params: np.ndarray | None = None
+    best_score: float = -np.inf
+    best_generation: int = 0
+    best_source: str = ""
+
+
+def save_state(path: Path, state: SearchState) -> None:
+    """Atomically, so that a kill leaves the previous generation's state (or none)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(tmp, path)
+
+
+def load_state(directory: Path) -> SearchState | None:
+    """The state a killed run saved in this step's own staging directory, if any.
+
+    Unpickling runs code named by the file, so only this file is ever read: one written by
+    this step, in the directory only this step's key uses.
+    """
+    path = directory / STATE
+    if not path.exists():
+        return None
+    try:
+        state = pickle.loads(path.read_bytes())
+    except Exception as exc:  # a damaged pickle can raise nearly anything
+        raise StoreError(f"the CMA-ES state {path} cannot be read ({exc!r}); delete it to "
+                         "search from the first generation") from exc
+    if not isinstance(state, SearchState):
+        raise StoreError(f"{path} does not hold a CMA-ES search state; delete it")
+    return state
+
+
+def keep_metrics_up_to(path: Path, generation: int) -> None:
+    """Drop metric rows of generations after `generation`: logged by a killed run, not saved."""
+    if not path.exists():
+        return
+    rows = [r for r in figures.read_metrics(path) if r.get("generation", 0) <= generation]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    os.replace(tmp, path)
+
+
+def should_score(generation: int, params: ControllerParams) -> bool:
+    return generation % params.score_every == 0 or generation == params.generations
+
+
+def run_scoring(state: SearchState, best_candidate: np.ndarray, generation: int,
+                score: ScoreFn) -> dict[str, float]:
+    """Score the ES mean and the generation's best candidate; keep the best ever scored."""
+    contenders = {"mean": np.asarray(state.es.result.xfavorite, dtype=np.float64),
+                  "best candidate": best_candidate}
+    result = score(np.stack(list(contenders.values())))
+    state.env_steps += result.env_steps
+    for (source, x), value in zip(contenders.items(), result.returns, strict=True):
+        if value > state.best_score:
+            state.best_params, state.best_score = x.copy(), float(value)
+            state.best_generation, state.best_source = generation, source
+    return {"score_mean": float(result.returns[0]), "score_best": float(result.returns[1]),
+            "score_env_steps": result.env_steps}
+
+
+def evolve(ctx: StepContext, params: ControllerParams, n_params: int, fitness: FitnessFn,
+           score: ScoreFn) -> SearchState:
+    """Run (or continue) CMA-ES for params.generations; returns the final state."""
+    state = load_state(ctx.dir) or SearchState(es=new_es(n_params, params))
+    keep_metrics_up_to(ctx.dir / METRICS, state.generation)
+    if state.generation:
+        ctx.log.info("resuming after generation %d of %d", state.generation, params.generations)
+    bar = tqdm(total=params.generations, initial=state.generation, unit="gen",
+               desc="controller")
+    with bar:
+        for generation in range(state.generation + 1, params.generations + 1):
+            started = time.perf_counter()
+            state.es.opts["randn"].generator = ctx.rng("cma", generation)
+            solutions = state.es.ask()
+            evaluation = fitness(generation, np.stack(solutions))
+            returns = evaluation.returns
+            state.es.tell(solutions, (-returns).tolist())
+            state.env_steps += evaluation.env_steps
+            metrics = {"best": float(returns.max()), "mean": float(returns.mean()),
+                       "worst": float(returns.min()), "sigma": float(state.es.sigma),
+                       "env_steps": evaluation.env_steps}
+            if should_score(generation, params):
+                best = np.asarray(solutions[int(returns.argmax())], dtype=np.float64)
+                metrics.update(run_scoring(state, best, generation, score))
+            seconds = time.perf_counter() - started
+            steps = evaluation.env_steps + metrics.get("score_env_steps", 0)
+            metrics.update(seconds=seconds, steps_per_s=steps / seconds)
+            # Logged before the state is saved: a resume drops the rows of later generations.
+            ctx.log_metrics(metrics, generation=generation)
+            state.generation = generation
+            save_state(ctx.dir / STATE, state)
+            ctx.log.info(generation_line(generation, params, metrics, state))
+            bar.update()
+            bar.set_postfix(best=f"{metrics['best']:.1f}", sigma=f"{metrics['sigma']:.3f}")
+    return state
+
+
+def generation_line(generation: int, params: ControllerParams, m: dict, state: SearchState
+                    ) -> str:
+    line = (f"generation {generation}/{params.generations}: fitness best {m['best']:.1f} / "
+            f"mean {m['mean']:.1f} / worst {m['worst']:.1f}, sigma {m['sigma']:.4f}, "
+            f"{m['seconds']:.1f} s, {m['steps_per_s']:.0f} env steps/s")
+    if "score_mean" in m:
+        line += (f"; score: mean {m['score_mean']:.1f}, best candidate {m['score_best']:.1f} "
+                 f"(kept: {state.best_score:.1f}, {state.best_source} of generation "
+                 f"{state.best_generation})")
+    return line
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+
+def make_figure(step_dir: Path, out_dir: Path) -> Path:
+    """Draw cma_es.png from a controller result's metrics.jsonl alone."""
+    rows = figures.read_metrics(step_dir / METRICS)
+    x = [row["generation"] for row in rows]
+
+    def column(name: str) -> tuple[list, list]:
+        return x, [row.get(f"controller/{name}") for row in rows]
+
+    series = {"best candidate": column("best"), "population mean": column("mean"),
+              "worst candidate": column("worst"), "score: CMA-ES mean": column("score_mean"),
+              "score: generation's best": column("score_best")}
+    return figures.curves(series, out_dir / FIGURE, "generation", "mean return",
+                          title="C: CMA-ES fitness per generation and periodic scores")
+
+
+def save_controller(path: Path, flat: np.ndarray, size: dict[str, int]) -> None:
+    controller = Controller(**size)
+    controller.set_flat(flat)
+    save_atomic(checkpoint(controller), path)
+
+
+def controller_size(files: AgentFiles) -> dict[str, int]:
+    """C's constructor arguments: V's z size and M's hidden size."""
+    vae = load_model(VAE, files.vae, "controller: the trained VAE")
+    mdrnn = load_model(MDRNN, files.mdrnn, "controller: the trained MDN-RNN")
+    return {"z_dim": vae.z_dim, "hidden_size": mdrnn.hidden_size}
+
+
+def run(ctx: StepContext) -> dict:
+    cfg: ControllerStepConfig = ctx.config
+    params = cfg.controller
+    check_params(params)
+    files = AgentFiles(str(ctx.inputs["vae"].path / "model.pt"),
+                       str(ctx.inputs["mdrnn"].path / "model.pt"), cfg.env)
+    fitness = make_fitness(ctx, params, files)
+    if (ctx.dir / MODEL).exists():
+        ctx.log.info("the search finished in an earlier run; drawing the figure")
+    else:
+        size = controller_size(files)
+        n_params = Controller(**size).num_params
+        ctx.log.info("CMA-ES on %d parameters: population %d x %d rollouts of up to %d steps, "
+                     "%d generations, sigma0 %g, on %d workers", n_params, params.population,
+                     params.rollouts, params.max_steps, params.generations, params.sigma0,
+                     ctx.hardware.workers)
+        started = time.perf_counter()
+        state = evolve(ctx, params, n_params, fitness, real_score(ctx, params, files))
+        last = figures.read_metrics(ctx.dir / METRICS)[-1]
+        summary = {
+            "z": params.z, "mode": params.mode, "size": size,
+            "best_score": state.best_score, "best_generation": state.best_generation,
+            "best_source": state.best_source, "score_episodes": params.score_episodes,
+            "generations": state.generation, "population": params.population,
+            "rollouts": params.rollouts, "env_steps": state.env_steps,
+            "final_sigma": float(state.es.sigma),
+            "final_best_fitness": last["controller/best"],
+            "final_mean_fitness": last["controller/mean"],
+            "search_seconds": round(time.perf_counter() - started, 3),
+        }
+        # controller.json before controller.pt: a result with the model has its summary.
+        write_json_atomic(ctx.dir / SUMMARY, summary)
+        save_controller(ctx.dir / MEAN_MODEL, np.asarray(state.es.result.xfavorite), size)
+        save_controller(ctx.dir / MODEL, state.best_params, size)
+        ctx.log.info("kept the %s of generation %d: score %.1f on %d episodes",
+                     state.best_source, state.best_generation, state.best_score,
+                     params.score_episodes)
+    (ctx.dir / STATE).unlink(missing_ok=True)  # it only served to resume
+    make_figure(ctx.dir, ctx.dir)
+    summary = json.loads((ctx.dir / SUMMARY).read_text())
+    return {k: v for k, v in summary.items() if k not in ("size", "mode", "z")}
+
