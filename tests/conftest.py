@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from worldmodel.hardware import Hardware
+from worldmodel.rollout import one_torch_thread
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -37,3 +38,14 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cpu() -> Hardware:
     return Hardware(device=torch.device("cpu"), workers=2, threads=torch.get_num_threads())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread for the whole session, as rollout workers use.
+
+    The tests' models are small; on a few shared cores torch's thread pool mostly waits for
+    busy cores, which made training tests several times slower than one thread.
+    """
+    with one_torch_thread():
+        yield

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_vae_step import config, load_model, one_thread, one_torch_thread, runner
+from tests.test_vae_step import config, load_model, runner
 from worldmodel.episodes import load_episode
 from worldmodel.hardware import Hardware
 from worldmodel.latents import DamagedLatents, load_latents
@@ -25,13 +25,10 @@ from worldmodel.runner import StepContext
 from worldmodel.steps import encode
 from worldmodel.store import Artifact
 
-__all__ = ["one_torch_thread"]  # the autouse fixture, imported to apply here too
-
 
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory) -> dict:
-    with one_thread():
-        return runner(tmp_path_factory.mktemp("encode"), config(**{"vae.epochs": 1})).run("all")
+    return runner(tmp_path_factory.mktemp("encode"), config(**{"vae.epochs": 1})).run("all")
 
 
 def test_latents_match_the_episodes_frame_for_frame(encoded):

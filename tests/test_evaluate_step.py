@@ -10,12 +10,10 @@ finished episodes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tests.test_controller_step import runner, tiny_config
 from worldmodel import seeding
@@ -25,12 +23,6 @@ from worldmodel.steps import evaluate as evaluate_step
 EPISODES = 3  # test_controller_step.TINY's evaluate.episodes
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

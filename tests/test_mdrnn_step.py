@@ -21,7 +21,6 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config
-from tests.test_vae_step import one_thread, one_torch_thread
 from worldmodel.config import config_slice, typed
 from worldmodel.errors import ConfigError
 from worldmodel.hardware import Hardware
@@ -31,8 +30,6 @@ from worldmodel.runner import Runner, Step, StepContext
 from worldmodel.steps import mdrnn as mdrnn_step
 from worldmodel.steps import mdrnn_figures
 from worldmodel.store import Store
-
-__all__ = ["one_torch_thread"]  # the autouse fixture, imported to apply here too
 
 Z_DIM = 4
 LENGTHS = (30, 45, 12, 60, 25, 38, 5)  # two of them shorter than seq_len
@@ -135,8 +132,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    with one_thread():
-        return runner(tmp_path_factory.mktemp("mdrnn")).run(["mdrnn"])
+    return runner(tmp_path_factory.mktemp("mdrnn")).run(["mdrnn"])
 
 
 # --- tests -------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -24,16 +23,6 @@ from worldmodel.models import (
     sample,
     vae_loss,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # These models are small per call; on a few shared cores, torch's thread pool mostly waits
-    # for busy cores, which made the training tests several times slower than one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def count_params(model: torch.nn.Module) -> int:

@@ -7,8 +7,6 @@ per-sample products do not depend on the batch; a mismatched M is refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -28,12 +26,6 @@ from worldmodel.rollout import (
 Z_DIM, HIDDEN = 8, 16
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

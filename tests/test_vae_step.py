@@ -8,9 +8,7 @@ uninterrupted run; a NaN loss stops with a clear error and keeps the last good c
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,30 +116,12 @@ def load_model(path: Path) -> VAE:
     return build_from_checkpoint(VAE, torch.load(path, weights_only=True))
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    # A small model on a few shared cores: one thread waits less on busy cores than two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    with one_thread():
-        yield
-
-
 # --- tests -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    with one_thread():
-        return runner(tmp_path_factory.mktemp("vae"), config(**{"vae.epochs": 3})).run(["vae"])
+    return runner(tmp_path_factory.mktemp("vae"), config(**{"vae.epochs": 3})).run(["vae"])
 
 
 def test_training_lowers_the_loss_and_writes_its_files(trained):

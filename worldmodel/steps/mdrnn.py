@@ -32,7 +32,6 @@ ends with the weights an uninterrupted run gets.
 from __future__ import annotations
 
 import math
-import pickle
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -49,14 +48,21 @@ from worldmodel.latents import DamagedLatents, load_latents
 from worldmodel.models import (
     MDRNN,
     MDNOutput,
-    build_from_checkpoint,
     checkpoint,
     mdrnn_loss,
     sample,
 )
 from worldmodel.models.vae import sample_latent
 from worldmodel.store import write_json_atomic
-from worldmodel.training import TrainingDiverged, keep_metrics_up_to, save_atomic, split_episodes
+from worldmodel.training import (
+    TrainingDiverged,
+    cpu_copy,
+    keep_metrics_up_to,
+    load_checkpoint,
+    save_atomic,
+    save_checkpoint,
+    split_episodes,
+)
 
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
@@ -356,37 +362,6 @@ def evaluate(model: MDRNN, data: LatentSet, ids: list[int], params: MDRNNParams,
     if not steps:
         return {}
     return {f"val_{name}": value / steps for name, value in sums.items()}
-
-
-def save_checkpoint(path: Path, model: MDRNN, optimizer: torch.optim.Optimizer,
-                    epoch: int) -> None:
-    """The state after `epoch`: what a resumed run continues from."""
-    save_atomic({"epoch": epoch, "model": checkpoint(model), "optimizer": optimizer.state_dict()},
-                path)
-
-
-def load_checkpoint(path: Path, model: MDRNN, optimizer: torch.optim.Optimizer,
-                    device: torch.device) -> int:
-    """Restore model and optimizer from `path`; returns the epoch it completed (0: none)."""
-    if not path.exists():
-        return 0
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        saved = build_from_checkpoint(MDRNN, state["model"], expect=model.config())
-        model.load_state_dict(saved.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        return int(state["epoch"])
-    except (OSError, EOFError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as exc:
-        raise StoreError(
-            f"the training checkpoint {path} cannot be used ({exc}); delete it to train from "
-            "the start"
-        ) from exc
-
-
-def cpu_copy(model: MDRNN) -> MDRNN:
-    copy = MDRNN(**model.config())
-    copy.load_state_dict(model.state_dict())
-    return copy
 
 
 def fit(ctx: StepContext, params: MDRNNParams, data: LatentSet, train: list[int],

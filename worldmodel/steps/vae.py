@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import time
 import zipfile
 from collections.abc import Iterator
@@ -46,7 +45,15 @@ from worldmodel.errors import ConfigError, StoreError
 from worldmodel.models import VAE, build_from_checkpoint, checkpoint, frames_to_tensor, vae_loss
 from worldmodel.models.vae import sample_latent
 from worldmodel.store import write_json_atomic
-from worldmodel.training import TrainingDiverged, keep_metrics_up_to, save_atomic, split_episodes
+from worldmodel.training import (
+    TrainingDiverged,
+    cpu_copy,
+    keep_metrics_up_to,
+    load_checkpoint,
+    save_atomic,
+    save_checkpoint,
+    split_episodes,
+)
 
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
@@ -288,38 +295,6 @@ def train_epoch(
     out = {name: value / frames for name, value in sums.items()}
     out.update(frames=frames, seconds=seconds, frames_per_s=frames / seconds)
     return out
-
-
-def save_checkpoint(path: Path, model: VAE, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-    """The state after `epoch`: what a resumed run continues from."""
-    save_atomic({"epoch": epoch, "model": checkpoint(model), "optimizer": optimizer.state_dict()},
-                path)
-
-
-def load_checkpoint(
-    path: Path, model: VAE, optimizer: torch.optim.Optimizer, device: torch.device
-) -> int:
-    """Restore model and optimizer from `path`; returns the epoch it completed (0: none)."""
-    if not path.exists():
-        return 0
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        saved = build_from_checkpoint(VAE, state["model"], expect=model.config())
-        model.load_state_dict(saved.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        return int(state["epoch"])
-    except (OSError, EOFError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as exc:
-        raise StoreError(
-            f"the training checkpoint {path} cannot be used ({exc}); delete it to train from "
-            "the start"
-        ) from exc
-
-
-def cpu_copy(model: VAE) -> VAE:
-    """A copy of `model` on the CPU in the default memory format, for model.pt."""
-    copy = VAE(**model.config())
-    copy.load_state_dict(model.state_dict())
-    return copy
 
 
 # --- figures -----------------------------------------------------------------------------------
