@@ -4,7 +4,8 @@ V and M are tiny untrained models made by synthetic upstream steps (this file's 
 with test_evaluate_step.py). Covers: CMA-ES improves a toy fitness through the generation
 loop; a tiny real-mode run completes and writes its files; a run killed after generation 1
 resumes to exactly the controller of an uninterrupted run (which used another worker count);
-a dying worker raises WorkerDied instead of hanging; dream mode is refused for now.
+a dying worker raises WorkerDied instead of hanging; a tiny dream-mode run trains in M, scores
+in the real environment and evaluates, and resumes exactly too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from worldmodel import rollout
 from worldmodel.config import config_slice, typed
 from worldmodel.errors import ConfigError
 from worldmodel.hardware import Hardware
+from worldmodel.latents import Latents, latent_path, save_latents
 from worldmodel.models import MDRNN, VAE, Controller, build_from_checkpoint, checkpoint
 from worldmodel.pool import WorkerDied
 from worldmodel.runner import Runner, Step, StepContext
@@ -51,12 +53,26 @@ def fake_mdrnn(ctx: StepContext) -> dict:
     return {}
 
 
-# The rows pipeline.py gets, behind two synthetic upstream steps.
+def fake_encode(ctx: StepContext) -> dict:
+    """Encoded episodes as the encode step writes them, one shorter than the dream's start."""
+    rng = ctx.rng("latents")
+    (ctx.dir / "latents").mkdir()
+    for index, steps in enumerate((70, 30, 90)):
+        mu = rng.standard_normal((steps + 1, Z_DIM)).astype(np.float16)
+        save_latents(latent_path(ctx.dir / "latents", index), Latents(
+            mu=mu, logvar=np.full_like(mu, -2.0), actions=rng.uniform(0, 1, (steps, 3)).astype(
+                np.float32), rewards=np.full(steps, -0.1, np.float32), terminated=False,
+            truncated=True))
+    return {}
+
+
+# The rows pipeline.py gets, behind three synthetic upstream steps.
 TABLE = (
     Step("vae", fake_vae, reads=("seed",), writes=("model.pt",)),
+    Step("encode", fake_encode, inputs=("vae",), reads=("seed",), writes=("latents/ep_*.npz",)),
     Step("mdrnn", fake_mdrnn, inputs=("vae",), reads=("seed",), writes=("model.pt",)),
     Step(
-        "controller", controller_step.run, inputs=("vae", "mdrnn"),
+        "controller", controller_step.run, inputs=("vae", "encode", "mdrnn"),
         reads=("seed", "env", "controller"), config=controller_step.ControllerStepConfig,
         writes=("controller.pt", "es_mean.pt", "controller.json", "metrics.jsonl",
                 "cma_es.png"),
@@ -91,14 +107,6 @@ def runner(root: Path, workers: int, cfg=None) -> Runner:
 
 def load_flat(path: Path) -> np.ndarray:
     return build_from_checkpoint(Controller, torch.load(path, weights_only=True)).get_flat()
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -153,7 +161,7 @@ def test_cma_es_improves_a_toy_fitness_through_the_generation_loop(tmp_path):
 def test_a_tiny_real_run_writes_its_files(two_workers):
     result = two_workers["controller"]
     path = Path(result["path"])
-    for pattern in TABLE[2].writes:
+    for pattern in TABLE[3].writes:
         assert any(path.glob(pattern)), pattern
     assert not (path / controller_step.STATE).exists()  # it only served to resume
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
@@ -230,10 +238,79 @@ def test_a_dying_worker_raises_worker_died(tmp_path, monkeypatch, time_limit):
         runner(tmp_path, workers=2).run(["controller"])
 
 
-def test_dream_mode_is_refused_until_implemented(tmp_path):
+def dream_config(**changes):
+    # dream_start 50 with max_steps 60: 10-step dreams (episode 1 is shorter: from its end).
     cfg = compose_config(["data=tiny", "hardware=cpu", "controller=dream"])
-    with pytest.raises(ConfigError, match="dream.*not implemented yet"):
-        runner(tmp_path, workers=1, cfg=cfg).run(["controller"])
+    for key, value in {**TINY, **changes}.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def dreamed(tmp_path_factory) -> dict:
+    return runner(tmp_path_factory.mktemp("dream"), workers=2, cfg=dream_config()).run(
+        ["evaluate"])
+
+
+def test_a_tiny_dream_run_trains_in_m_scores_for_real_and_evaluates(dreamed):
+    path = Path(dreamed["controller"]["path"])
+    for pattern in TABLE[3].writes + (controller_step.DREAM_GIF,):
+        assert any(path.glob(pattern)), pattern
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["generation"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        assert row["controller/env_steps"] == 0  # training never touched the real env
+        assert 0 < row["controller/dream_steps"] and row["controller/dream_steps_per_s"] > 0
+    scored = [row for row in rows if "controller/score_mean" in row]
+    assert [row["generation"] for row in scored] == [2, 3]
+    for row in scored:
+        assert "controller/dream_score_mean" in row and "controller/dream_score_best" in row
+        assert row["controller/score_env_steps"] > 0
+    info = json.loads((path / "controller.json").read_text())
+    assert info["mode"] == "dream" and info["temperature"] == 1.15
+    assert info["dream_horizon"] == 10
+    # The controller kept is chosen by its real score.
+    real = {max(row["controller/score_mean"], row["controller/score_best"]) for row in scored}
+    assert info["best_score"] == max(real)
+    assert info["final_real_score"] == scored[-1]["controller/score_mean"]
+    assert info["final_dream_score"] == scored[-1]["controller/dream_score_mean"]
+    assert dreamed["evaluate"]["episodes"] == 3
+
+
+def test_a_killed_dream_search_resumes_to_the_uninterrupted_result(dreamed, tmp_path,
+                                                                   monkeypatch):
+    save = controller_step.save_state
+
+    def killed_after_generation_1(path, state):
+        save(path, state)
+        if state.generation == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(controller_step, "save_state", killed_after_generation_1)
+    with pytest.raises(KeyboardInterrupt):
+        runner(tmp_path, workers=1, cfg=dream_config()).run(["controller"])
+    monkeypatch.setattr(controller_step, "save_state", save)
+    np.random.seed(54321)
+    torch.manual_seed(54321)  # dreams draw from their own generators, not torch's global one
+    resumed = runner(tmp_path, workers=1, cfg=dream_config()).run(["controller"])["controller"]
+    reference = Path(dreamed["controller"]["path"])
+    path = Path(resumed["path"])
+    assert resumed["key"] == dreamed["controller"]["key"]
+    for name in ("controller.pt", "es_mean.pt"):
+        assert np.array_equal(load_flat(path / name), load_flat(reference / name))
+    assert ([r["controller/mean"] for r in controller_step.figures.read_metrics(
+        path / "metrics.jsonl")] == [r["controller/mean"] for r in controller_step.figures.
+                                     read_metrics(reference / "metrics.jsonl")])
+
+
+def test_dream_mode_needs_the_encoded_episodes(tmp_path):
+    table = tuple(step if step.name != "controller" else Step(
+        step.name, step.run, inputs=("vae", "mdrnn"), reads=step.reads, config=step.config,
+        writes=step.writes) for step in TABLE[:4])
+    hardware = Hardware(device=torch.device("cpu"), workers=1, threads=1)
+    with pytest.raises(ConfigError, match="needs encode among its inputs"):
+        Runner(table, dream_config(), hardware, Store(tmp_path / "store"),
+               tmp_path / "run").run(["controller"])
 
 
 def test_the_shipped_configs_type_into_the_step_configs():
@@ -258,3 +335,9 @@ def test_bad_settings_are_named():
         controller_step.check_params(params(population=1))
     with pytest.raises(ConfigError, match=r"controller\.early_stop_steps=0"):
         controller_step.check_params(params(early_stop_steps=0))
+    with pytest.raises(ConfigError, match=r"controller\.temperature=None must be >= 0"):
+        controller_step.check_params(params(mode="dream"))
+    with pytest.raises(ConfigError, match=r"temperature is used by controller=dream only"):
+        controller_step.check_params(params(temperature=1.0))
+    with pytest.raises(ConfigError, match=r"controller\.dream_horizon=None must be >= 1"):
+        controller_step.check_params(params(mode="dream", temperature=1.0, max_steps=50))

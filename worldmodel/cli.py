@@ -16,9 +16,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from worldmodel import hardware
+from worldmodel import hardware, report, tracking
 from worldmodel.config import typed
 from worldmodel.errors import WorldModelError
 from worldmodel.pipeline import STEPS
@@ -36,9 +36,15 @@ def run(cfg: DictConfig) -> dict:
     hw = hardware.setup(typed(hardware.HardwareConfig, cfg.hardware, "hardware"))
     log.info("hardware: %s; run directory: %s", hw.describe()["device"], run_dir)
     store = Store(cfg.paths.store, verify=cfg.verify)
-    runner = Runner(STEPS, cfg, hw, store, run_dir)
-    summary = runner.run(cfg.steps, cfg.force)
+    tracker = tracking.make_tracker(
+        cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True)
+    )
+    try:
+        summary = Runner(STEPS, cfg, hw, store, run_dir, tracker=tracker).run(cfg.steps, cfg.force)
+    finally:
+        tracker.close()
     log.info("summary: %s", run_dir / "summary.json")
+    log.info("report: %s", report.write_run_report(run_dir, summary))
     return summary
 
 

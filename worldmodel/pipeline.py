@@ -6,7 +6,7 @@ hashes its name, version, the config keys in `reads` and its inputs' keys (see r
 """
 
 from worldmodel.runner import Step
-from worldmodel.steps import collect, controller, encode, evaluate, mdrnn, vae
+from worldmodel.steps import collect, controller, encode, evaluate, figures, mdrnn, vae
 
 STEPS: tuple[Step, ...] = (
     Step(
@@ -34,7 +34,7 @@ STEPS: tuple[Step, ...] = (
                 "dream.png", "dream.gif", "dream_error.png", "calibration.png"),
     ),
     Step(
-        "controller", controller.run, inputs=("vae", "mdrnn"),
+        "controller", controller.run, inputs=("vae", "encode", "mdrnn"),  # encode: dream starts
         reads=("seed", "env", "controller"), config=controller.ControllerStepConfig,
         writes=("controller.pt", "es_mean.pt", "controller.json", "metrics.jsonl", "cma_es.png"),
         not_in_identity=("env.renderer",),
@@ -44,5 +44,10 @@ STEPS: tuple[Step, ...] = (
         reads=("seed", "env", "evaluate"), config=evaluate.EvaluateConfig,
         writes=("returns.json", "returns.png", "best_episode.*", "median_episode.*"),
         not_in_identity=("env.renderer",),
+    ),
+    Step(
+        "figures", figures.run, inputs=figures.INPUTS,
+        reads=("figures",), config=figures.FiguresStepConfig,
+        writes=("report.md", "figures.json"),
     ),
 )

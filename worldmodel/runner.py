@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from worldmodel import seeding
+from worldmodel import seeding, tracking
 from worldmodel.config import config_slice, drop_keys, typed
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.hardware import Hardware
@@ -74,6 +74,7 @@ class StepContext:
     hardware: Hardware
     seed: int
     log: logging.Logger = field(repr=False)
+    tracker: tracking.Tracker = field(default_factory=tracking.Tracker, repr=False)
 
     def rng(self, *path: int | str) -> np.random.Generator:
         """A random stream of this step, e.g. ctx.rng("episode", 3)."""
@@ -89,6 +90,7 @@ class StepContext:
         row["time"] = time.time()
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row, default=float) + "\n")
+        self.tracker.log_row(row)
 
 
 def select_steps(table: Sequence[Step], requested: Any, what: str) -> list[str]:
@@ -167,6 +169,7 @@ class Runner:
         hardware: Hardware,
         store: Store,
         run_dir: Path,
+        tracker: tracking.Tracker | None = None,
     ):
         check_table(table)
         self.table = list(table)
@@ -175,6 +178,7 @@ class Runner:
         self.hardware = hardware
         self.store = store
         self.run_dir = Path(run_dir).absolute()
+        self.tracker = tracker or tracking.Tracker()
         self.summary: dict[str, Any] = {}
         self._checked: dict[str, Artifact] = {}
 
@@ -303,6 +307,7 @@ class Runner:
             key, artifact.path, reused, seconds, artifact.manifest
         )
         self._write_summary()
+        self.tracker.log_result(step.name, artifact.path, artifact.metrics, reused)
         return artifact
 
     @staticmethod
@@ -338,6 +343,7 @@ class Runner:
             hardware=self.hardware,
             seed=int(self.cfg.get("seed", 0)),
             log=logging.getLogger(f"worldmodel.{step.name}"),
+            tracker=self.tracker,
         )
         started_at = time.time()
         started = time.perf_counter()

@@ -1,7 +1,8 @@
 """controller: evolves C with CMA-ES (paper sections 2.3 and 3.2, step 4 of the procedure:
 evolve C to maximise the expected cumulative reward of a rollout).
 
-Inputs: vae (model.pt) and mdrnn (model.pt). Outputs, in the step's directory:
+Inputs: vae (model.pt), mdrnn (model.pt) and, for dream mode, encode (latents/, the start
+states of dreams). Outputs, in the step's directory:
 
     controller.pt    checkpoint(controller): the best controller by its periodic score
     es_mean.pt       checkpoint(controller) of CMA-ES's final mean, where the search ended
@@ -11,6 +12,7 @@ Inputs: vae (model.pt) and mdrnn (model.pt). Outputs, in the step's directory:
                      candidate's rollouts), sigma, seconds, env_steps, steps_per_s; every
                      score_every generations also score_mean and score_best (see Scoring)
     cma_es.png       those curves, drawn from metrics.jsonl alone (make_figure)
+    best_dream.gif   dream mode: V's decoding of the kept controller dreaming (not required)
 
 Search. CMA-ES (pycma) over C's flat parameters, from x0 = 0 with step size sigma0 (0.1 as the
 original). Each generation every candidate drives `rollouts` episodes, and all candidates
@@ -26,15 +28,25 @@ is kept as controller.pt. The score tracks are training-range tracks that no gen
 drives, the same ones at every scoring, so scores compare across generations; they are never
 evaluation tracks (those are the evaluate step's alone).
 
-Modes. controller.mode picks how candidates get their fitness: "real" drives CarRacing-v3.
-"dream" (rollouts inside M) plugs in at `make_fitness` and is not implemented yet.
+Modes. controller.mode picks how candidates get their fitness: "real" drives CarRacing-v3;
+"dream" dreams inside M (worldmodel/dream.py), the whole population x rollouts batch at once on
+the configured device, at temperature controller.temperature. Each generation draws `rollouts`
+collected episodes, rng(seed, "controller", "dream", "starts", generation), whose frame
+dream_start (after the zoom-in) starts the dreams, with noise seeds derive_seed("dream",
+generation, rollout): common random numbers again. Fitness is the mean predicted return;
+metrics add dream_steps and dream_steps_per_s. Scoring stays in the real environment and
+chooses the kept controller; every scoring also scores the same two controllers in the dream
+(dream_score_mean, dream_score_best: score_episodes fixed episodes and seeds), so the figure
+shows the dream's score next to the real one: the gap is how much C exploits M's mistakes.
 
 Resume. After every generation the ES (pickled, with its private random generator) and the
 best-so-far are saved atomically to es_state.pkl, which is read only from this step's own
 staging directory and deleted once controller.pt is written. CMA-ES draws its samples from a
 Generator seeded from (seed, "controller", "cma", generation), never from numpy's global one,
 so a run killed at any point and started again ends with exactly the controller an
-uninterrupted run gets.
+uninterrupted run gets. Dreams draw from generators seeded per generation and rollout, so the
+same holds in dream mode (on the same device and thread count: batched products may round
+differently elsewhere).
 """
 
 from __future__ import annotations
@@ -52,7 +64,7 @@ import cma
 import numpy as np
 from tqdm import tqdm
 
-from worldmodel import figures, seeding
+from worldmodel import dream, figures, seeding
 from worldmodel.envs import EnvConfig
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.models import MDRNN, VAE, Controller, checkpoint
@@ -69,6 +81,7 @@ SUMMARY = "controller.json"
 STATE = "es_state.pkl"
 METRICS = "metrics.jsonl"
 FIGURE = "cma_es.png"
+DREAM_GIF = "best_dream.gif"
 MODES = ("real", "dream")
 
 
@@ -78,7 +91,7 @@ class ControllerParams:
     from the `data` preset)."""
 
     mode: str = "real"
-    """How candidates are scored: real (drive CarRacing-v3) | dream (inside M; not yet)."""
+    """How candidates are scored: real (drive CarRacing-v3) | dream (inside M)."""
     population: int = 16
     """CMA-ES candidates per generation (popsize)."""
     rollouts: int = 4
@@ -101,7 +114,13 @@ class ControllerParams:
     score_episodes: int = 8
     """Episodes of each scoring, on training-range tracks no generation drives."""
     temperature: float | None = None
-    """Dream mode only: M's sampling temperature tau."""
+    """Dream mode only: M's sampling temperature tau (logits / tau, sigma * sqrt(tau))."""
+    dream_start: int = 50
+    """Dream mode: the frame of a collected episode a dream starts from (after the zoom-in;
+    M reads the frames before it)."""
+    dream_horizon: int | None = None
+    """Dream mode: steps per dream at most; null: max_steps - dream_start, so a dream spans
+    what is left of a real episode."""
 
 
 @dataclass
@@ -127,6 +146,18 @@ def check_params(params: ControllerParams) -> None:
     if params.early_stop_steps is not None and params.early_stop_steps < 1:
         problems.append(f"controller.early_stop_steps={params.early_stop_steps} must be >= 1 "
                         "or null")
+    if params.mode == "dream":
+        if params.temperature is None or params.temperature < 0:
+            problems.append(f"controller.temperature={params.temperature} must be >= 0 in "
+                            "dream mode")
+        if params.dream_start < 0:
+            problems.append(f"controller.dream_start={params.dream_start} must be >= 0")
+        if dream_horizon(params) < 1:
+            problems.append(f"controller.dream_horizon={params.dream_horizon} must be >= 1 "
+                            "(null: max_steps - dream_start, which must be >= 1 then)")
+    elif params.temperature is not None:
+        # A temperature sweep in real mode would train the same controller once per tau.
+        problems.append("controller.temperature is used by controller=dream only")
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -139,6 +170,9 @@ class Evaluation(NamedTuple):
 
     returns: np.ndarray
     env_steps: int
+    dream_steps: int = 0
+    """Agent-steps dreamed inside M (dream mode), and the seconds they took."""
+    dream_seconds: float = 0.0
 
 
 FitnessFn = Callable[[int, np.ndarray], Evaluation]
@@ -202,12 +236,64 @@ def real_score(ctx: StepContext, params: ControllerParams, files: AgentFiles) ->
     return score
 
 
-def make_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles) -> FitnessFn:
-    """The fitness of controller.mode. Dream mode will return a FitnessFn that rolls the
-    candidates out inside M; scoring stays in the real environment (real_score)."""
+def dream_horizon(params: ControllerParams) -> int:
+    if params.dream_horizon is not None:
+        return params.dream_horizon
+    return params.max_steps - params.dream_start
+
+
+def make_dreamer(ctx: StepContext, params: ControllerParams, files: AgentFiles
+                 ) -> dream.Dreamer:
+    """M on the configured device, dreaming from the encode step's episodes."""
+    if "encode" not in ctx.inputs:
+        raise ConfigError("controller=dream starts dreams from encoded episodes: the "
+                          "controller step needs encode among its inputs (pipeline.py)")
+    episodes = sorted((ctx.inputs["encode"].path / "latents").glob("ep_*.npz"))
+    if not episodes:
+        raise StoreError(f"controller: no encoded episodes in {ctx.inputs['encode'].path}")
+    mdrnn = load_model(MDRNN, files.mdrnn, "controller: the trained MDN-RNN")
+    return dream.Dreamer(mdrnn, episodes, params.dream_start, float(params.temperature),
+                         dream_horizon(params), ctx.hardware.device)
+
+
+def pick_episodes(rng: np.random.Generator, available: int, count: int) -> list[int]:
+    """`count` episodes to dream from, all different while there are enough."""
+    return [int(e) for e in rng.choice(available, count, replace=count > available)]
+
+
+def dream_fitness(ctx: StepContext, params: ControllerParams, dreamer: dream.Dreamer
+                  ) -> FitnessFn:
+    def fitness(generation: int, candidates: np.ndarray) -> Evaluation:
+        episodes = pick_episodes(ctx.rng("dream", "starts", generation), len(dreamer.episodes),
+                                 params.rollouts)
+        seeds = [ctx.derive_seed("dream", generation, r) for r in range(params.rollouts)]
+        returns, steps, seconds = dreamer.evaluate(candidates, episodes, seeds)
+        return Evaluation(returns, 0, steps, seconds)
+
+    return fitness
+
+
+def dream_score(ctx: StepContext, params: ControllerParams, dreamer: dream.Dreamer) -> ScoreFn:
+    """The dream's counterpart of real_score: fixed episodes and seeds, the same each time."""
+    episodes = pick_episodes(ctx.rng("dream", "score"), len(dreamer.episodes),
+                             params.score_episodes)
+    seeds = [ctx.derive_seed("dream", "score", e) for e in range(params.score_episodes)]
+
+    def score(candidates: np.ndarray) -> Evaluation:
+        returns, steps, seconds = dreamer.evaluate(candidates, episodes, seeds)
+        return Evaluation(returns, 0, steps, seconds)
+
+    return score
+
+
+def make_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles,
+                 dreamer: dream.Dreamer | None = None) -> FitnessFn:
+    """The fitness of controller.mode: driving the real track, or dreaming inside M (dreamer).
+    Scoring stays in the real environment either way (real_score)."""
     if params.mode == "dream":
-        raise ConfigError("controller.mode=dream (training C inside M's dream) is not "
-                          "implemented yet; use controller=real")
+        if dreamer is None:
+            raise ValueError("dream mode needs a Dreamer (make_dreamer)")
+        return dream_fitness(ctx, params, dreamer)
     return real_fitness(ctx, params, files)
 
 
@@ -250,6 +336,7 @@ class SearchState:
     best_score: float = -np.inf
     best_generation: int = 0
     best_source: str = ""
+    dream_steps: int = 0
 
 
 def save_state(path: Path, state: SearchState) -> None:
@@ -308,8 +395,10 @@ def run_scoring(state: SearchState, best_candidate: np.ndarray, generation: int,
 
 
 def evolve(ctx: StepContext, params: ControllerParams, n_params: int, fitness: FitnessFn,
-           score: ScoreFn) -> SearchState:
-    """Run (or continue) CMA-ES for params.generations; returns the final state."""
+           score: ScoreFn, dream_score: ScoreFn | None = None) -> SearchState:
+    """Run (or continue) CMA-ES for params.generations; returns the final state.
+
+    dream_score (dream mode) scores the same two controllers as `score`, inside M."""
     state = load_state(ctx.dir) or SearchState(es=new_es(n_params, params))
     keep_metrics_up_to(ctx.dir / METRICS, state.generation)
     if state.generation:
@@ -328,9 +417,20 @@ def evolve(ctx: StepContext, params: ControllerParams, n_params: int, fitness: F
             metrics = {"best": float(returns.max()), "mean": float(returns.mean()),
                        "worst": float(returns.min()), "sigma": float(state.es.sigma),
                        "env_steps": evaluation.env_steps}
+            dreamed = [evaluation]
             if should_score(generation, params):
                 best = np.asarray(solutions[int(returns.argmax())], dtype=np.float64)
                 metrics.update(run_scoring(state, best, generation, score))
+                if dream_score is not None:
+                    mean = np.asarray(state.es.result.xfavorite, dtype=np.float64)
+                    dreamed.append(dream_score(np.stack([mean, best])))
+                    metrics.update(dream_score_mean=float(dreamed[-1].returns[0]),
+                                   dream_score_best=float(dreamed[-1].returns[1]))
+            if evaluation.dream_steps:
+                steps = sum(e.dream_steps for e in dreamed)
+                state.dream_steps += steps
+                metrics.update(dream_steps=steps, dream_steps_per_s=steps / max(
+                    sum(e.dream_seconds for e in dreamed), 1e-9))
             seconds = time.perf_counter() - started
             steps = evaluation.env_steps + metrics.get("score_env_steps", 0)
             metrics.update(seconds=seconds, steps_per_s=steps / seconds)
@@ -349,6 +449,11 @@ def generation_line(generation: int, params: ControllerParams, m: dict, state: S
     line = (f"generation {generation}/{params.generations}: fitness best {m['best']:.1f} / "
             f"mean {m['mean']:.1f} / worst {m['worst']:.1f}, sigma {m['sigma']:.4f}, "
             f"{m['seconds']:.1f} s, {m['steps_per_s']:.0f} env steps/s")
+    if "dream_steps_per_s" in m:
+        line += f", {m['dream_steps_per_s']:.0f} dream steps/s"
+    if "dream_score_mean" in m:
+        line += (f"; dream score: mean {m['dream_score_mean']:.1f}, best candidate "
+                 f"{m['dream_score_best']:.1f}")
     if "score_mean" in m:
         line += (f"; score: mean {m['score_mean']:.1f}, best candidate {m['score_best']:.1f} "
                  f"(kept: {state.best_score:.1f}, {state.best_source} of generation "
@@ -367,11 +472,30 @@ def make_figure(step_dir: Path, out_dir: Path) -> Path:
     def column(name: str) -> tuple[list, list]:
         return x, [row.get(f"controller/{name}") for row in rows]
 
-    series = {"best candidate": column("best"), "population mean": column("mean"),
-              "worst candidate": column("worst"), "score: CMA-ES mean": column("score_mean"),
+    dreamed = any("controller/dream_steps" in row for row in rows)
+    where = " (dream)" if dreamed else ""
+    series = {f"best candidate{where}": column("best"),
+              f"population mean{where}": column("mean"),
+              f"worst candidate{where}": column("worst"),
+              "score: CMA-ES mean": column("score_mean"),
               "score: generation's best": column("score_best")}
-    return figures.curves(series, out_dir / FIGURE, "generation", "mean return",
-                          title="C: CMA-ES fitness per generation and periodic scores")
+    if dreamed:
+        series = {name.replace("score:", "real score:"): xy for name, xy in series.items()}
+        series["dream score: CMA-ES mean"] = column("dream_score_mean")
+        series["dream score: generation's best"] = column("dream_score_best")
+    title = "C: CMA-ES fitness per generation and periodic scores"
+    if dreamed:
+        title = "C trained in M's dream: dream fitness, dream and real scores"
+    return figures.curves(series, out_dir / FIGURE, "generation", "mean return", title=title)
+
+
+def write_best_dream(dreamer: dream.Dreamer, files: AgentFiles, controller: np.ndarray,
+                     seed: int, path: Path) -> Path:
+    """best_dream.gif: what the kept controller dreams from the first episode, through V."""
+    recorded = dreamer.record(controller, 0, seed)
+    vae = load_model(VAE, files.vae, "controller: the trained VAE")
+    steps = int(recorded.steps[0])
+    return dream.write_gif(dream.decode_frames(vae, recorded.z[0, : steps + 1]), path)
 
 
 def save_controller(path: Path, flat: np.ndarray, size: dict[str, int]) -> None:
@@ -393,7 +517,8 @@ def run(ctx: StepContext) -> dict:
     check_params(params)
     files = AgentFiles(str(ctx.inputs["vae"].path / "model.pt"),
                        str(ctx.inputs["mdrnn"].path / "model.pt"), cfg.env)
-    fitness = make_fitness(ctx, params, files)
+    dreamer = make_dreamer(ctx, params, files) if params.mode == "dream" else None
+    fitness = make_fitness(ctx, params, files, dreamer)
     if (ctx.dir / MODEL).exists():
         ctx.log.info("the search finished in an earlier run; drawing the figure")
     else:
@@ -404,7 +529,8 @@ def run(ctx: StepContext) -> dict:
                      params.rollouts, params.max_steps, params.generations, params.sigma0,
                      ctx.hardware.workers)
         started = time.perf_counter()
-        state = evolve(ctx, params, n_params, fitness, real_score(ctx, params, files))
+        state = evolve(ctx, params, n_params, fitness, real_score(ctx, params, files),
+                       None if dreamer is None else dream_score(ctx, params, dreamer))
         last = figures.read_metrics(ctx.dir / METRICS)[-1]
         summary = {
             "z": params.z, "mode": params.mode, "size": size,
@@ -417,9 +543,21 @@ def run(ctx: StepContext) -> dict:
             "final_mean_fitness": last["controller/mean"],
             "search_seconds": round(time.perf_counter() - started, 3),
         }
+        if dreamer is not None:
+            scored = [row for row in figures.read_metrics(ctx.dir / METRICS)
+                      if "controller/dream_score_mean" in row]
+            summary.update(
+                temperature=params.temperature, dream_start=params.dream_start,
+                dream_horizon=dreamer.horizon, dream_steps=state.dream_steps,
+                final_dream_score=scored[-1]["controller/dream_score_mean"],
+                final_real_score=scored[-1]["controller/score_mean"],
+            )
         # controller.json before controller.pt: a result with the model has its summary.
         write_json_atomic(ctx.dir / SUMMARY, summary)
         save_controller(ctx.dir / MEAN_MODEL, np.asarray(state.es.result.xfavorite), size)
+        if dreamer is not None:
+            write_best_dream(dreamer, files, state.best_params, ctx.derive_seed("dream", "gif"),
+                             ctx.dir / DREAM_GIF)
         save_controller(ctx.dir / MODEL, state.best_params, size)
         ctx.log.info("kept the %s of generation %d: score %.1f on %d episodes",
                      state.best_source, state.best_generation, state.best_score,

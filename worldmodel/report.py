@@ -1,0 +1,284 @@
+"""report.md: a run's numbers, the protocol behind them and its figures, in one page.
+
+What a reader needs to trust a result: how many episodes, on which tracks, how many steps,
+how long each step took and on what, with which package versions and commit. The numbers come
+from the run's summary.json and each step's manifest.json; the figures from a figures
+directory (the figures step's result, or what scripts/make_figures.py drew), linked by
+relative paths so the report renders in any Markdown viewer from where it lies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from worldmodel import seeding
+from worldmodel.errors import StoreError
+from worldmodel.store import MANIFEST
+
+SUMMARY = "summary.json"
+REPORT = "report.md"
+STEPS = ("collect", "vae", "encode", "mdrnn", "controller", "evaluate", "figures")
+TITLES = {"vae": "V: the VAE", "mdrnn": "M: the MDN-RNN", "controller": "C: CMA-ES",
+          "evaluate": "The agent on unseen tracks"}
+VIDEOS = ("best_episode", "median_episode")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        raise StoreError(f"{path} does not exist: give a run directory (outputs/runs/<time> "
+                         "or outputs/multiruns/<time>/<n>)")
+    return json.loads(path.read_text())
+
+
+def read_manifest(entry: dict[str, Any]) -> dict[str, Any]:
+    """A summary entry's manifest ({} when its stored result is gone)."""
+    path = Path(entry.get("path", "")) / MANIFEST
+    return json.loads(path.read_text()) if entry.get("path") and path.is_file() else {}
+
+
+def summary_from_manifests(results: dict[str, tuple[str, Path, dict]]) -> dict[str, Any]:
+    """A summary.json-shaped dict from {step: (key, path, manifest)}: what the figures step
+    knows, which has no run of its own (no wall time of a run, no command)."""
+    summary: dict[str, Any] = {}
+    for name, (key, path, manifest) in results.items():
+        summary[name] = {**manifest.get("metrics", {}), "key": key, "path": str(path),
+                         "reused": None, "seconds": None,
+                         "compute_seconds": manifest.get("seconds")}
+    return summary
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def link(target: Path, base: Path) -> str:
+    """`target` relative to the directory `base` (forward slashes, spaces escaped)."""
+    rel = os.path.relpath(Path(target).absolute(), Path(base).absolute())
+    return Path(rel).as_posix().replace(" ", "%20")
+
+
+def seed_range(seeds: list[int]) -> str:
+    if not seeds:
+        return "–"
+    shown = ", ".join(str(s) for s in seeds[:3]) + (", ..." if len(seeds) > 3 else "")
+    return f"{len(seeds)} seeds in [{min(seeds)}, {max(seeds)}] ({shown})"
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+def result_section(summary: dict) -> list[str]:
+    ev = summary.get("evaluate")
+    if not ev or "mean_return" not in ev:
+        return ["No evaluation in this run (the `evaluate` step did not run)."]
+    return [
+        f"**Mean return {ev['mean_return']:.1f} ± {ev.get('std_return', 0):.1f}** (std) over "
+        f"{ev.get('episodes')} episodes on tracks never used in training; min "
+        f"{fmt(ev.get('min_return'))}, max {fmt(ev.get('max_return'))}, "
+        f"{100 * ev.get('fraction_900', 0):.0f}% of episodes ≥ 900 (\"solved\"), "
+        f"{ev.get('laps_finished', 0)} laps finished, {fmt(ev.get('mean_steps'))} steps per "
+        "episode on average.",
+    ]
+
+
+def protocol_lines(name: str, entry: dict, config: dict) -> str:
+    """One line saying how a step's numbers were made."""
+    c = config.get(name, {}) if isinstance(config.get(name), dict) else {}
+    env = config.get("env", {})
+    seed = config.get("seed")
+    train = f"[{seeding.TRAIN_TRACKS.start}, 2^30)"
+    if name == "collect":
+        return (f"{fmt(c.get('episodes'))} episodes of up to {fmt(c.get('max_steps'))} steps, "
+                f"policy `{c.get('policy')}`, seed {seed}, tracks from the training range "
+                f"{train}; {fmt(entry.get('frames'))} frames, exploration return "
+                f"{fmt(entry.get('mean_return'))} ± {fmt(entry.get('std_return'))}")
+    if name == "vae":
+        return (f"{fmt(c.get('epochs'))} epochs, z_dim {fmt(c.get('z_dim'))}, on "
+                f"{fmt(entry.get('train_frames'))} frames ({fmt(entry.get('train_episodes'))} "
+                f"episodes), validated on {fmt(entry.get('val_frames'))} frames "
+                f"({fmt(entry.get('val_episodes'))} episodes); loss {fmt(entry.get('loss'))}, "
+                f"validation {fmt(entry.get('val_loss'))}")
+    if name == "encode":
+        return f"{fmt(entry.get('frames'))} frames of {fmt(entry.get('episodes'))} episodes"
+    if name == "mdrnn":
+        return (f"{fmt(c.get('epochs'))} epochs on windows of {fmt(c.get('seq_len'))} steps, "
+                f"{fmt(c.get('hidden_size'))} LSTM units, {fmt(c.get('num_gaussians'))} "
+                f"Gaussians; {fmt(entry.get('train_episodes'))} training / "
+                f"{fmt(entry.get('val_episodes'))} validation episodes; loss "
+                f"{fmt(entry.get('loss'))}, validation {fmt(entry.get('val_loss'))}")
+    if name == "controller":
+        return (f"mode `{c.get('mode')}`, CMA-ES population {fmt(c.get('population'))} × "
+                f"{fmt(c.get('rollouts'))} rollouts of up to {fmt(c.get('max_steps'))} steps, "
+                f"{fmt(c.get('generations'))} generations, sigma0 {fmt(c.get('sigma0'))}, "
+                f"z = {c.get('z')}; kept the {entry.get('best_source')} of generation "
+                f"{fmt(entry.get('best_generation'))}, score {fmt(entry.get('best_score'))} "
+                f"on {fmt(c.get('score_episodes'))} training-range tracks no generation drives")
+    if name == "evaluate":
+        stock = env.get("max_steps") == 1000 and not env.get("domain_randomize")
+        rules = "stock CarRacing-v3 rules" if stock else "NOT the stock CarRacing-v3 rules"
+        return (f"{fmt(entry.get('episodes'))} episodes of up to {fmt(env.get('max_steps'))} "
+                f"steps ({rules}), no early stop, seed {seed}; evaluation tracks from "
+                f"[2^30, 2^31), never driven in training: "
+                f"{seed_range(entry.get('track_seeds') or [])}")
+    if name == "figures":
+        return f"{fmt(entry.get('figures'))} figures, format {entry.get('format')}"
+    return ""
+
+
+def steps_section(summary: dict, manifests: dict[str, dict]) -> list[str]:
+    lines = [
+        "| step | key | this run | wall time (this run) | compute time | computed on | "
+        "commit | protocol |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in STEPS:
+        entry = summary.get(name)
+        if not isinstance(entry, dict):
+            continue
+        manifest = manifests.get(name, {})
+        reused = {True: "reused", False: "ran", None: "–"}[entry.get("reused")]
+        device = manifest.get("hardware", {}).get("device", "–")
+        commit = (manifest.get("git_commit") or "–")[:12]
+        protocol = protocol_lines(name, entry, manifest.get("config", {})).replace("|", "\\|")
+        lines.append(f"| {name} | `{entry.get('key')}` | {reused} | "
+                     f"{duration(entry.get('seconds'))} | "
+                     f"{duration(entry.get('compute_seconds'))} | {device} | {commit} | "
+                     f"{protocol} |")
+    lines += ["", "*Wall time (this run)*: what the step took in this run (close to 0 when "
+              "reused). *Compute time*: what computing the stored result took, when and where "
+              "it was made (its manifest)."]
+    return lines
+
+
+def environment_section(summary: dict, manifests: dict[str, dict]) -> list[str]:
+    run = summary.get("run", {})
+    versions = run.get("versions") or next(
+        (m["versions"] for m in manifests.values() if m.get("versions")), {})
+    hardware = run.get("hardware") or next(
+        (m["hardware"] for m in manifests.values() if m.get("hardware")), {})
+    lines = []
+    if run:
+        lines += [f"- command: `{run.get('command')}`",
+                  f"- status: {run.get('status')}, started {run.get('started')}, "
+                  f"{duration(run.get('seconds'))} in all",
+                  f"- seed: {run.get('seed')}; store: `{run.get('store')}`"]
+    lines += [f"- git commit: `{run.get('git_commit') or '–'}`" if run else
+              "- git commit: per step, in the table above",
+              "- hardware: " + ", ".join(f"{k} {v}" for k, v in hardware.items()),
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())]
+    differ = sorted({m.get("git_commit") for m in manifests.values() if m} - {None})
+    if len(differ) > 1:
+        lines.append(f"- note: the stored results were made at {len(differ)} different "
+                     "commits (see the table)")
+    return lines
+
+
+def numbers_section(summary: dict) -> list[str]:
+    lines = []
+    for name in STEPS:
+        entry = summary.get(name)
+        if not isinstance(entry, dict):
+            continue
+        skip = {"key", "path", "reused", "seconds", "compute_seconds", "returns",
+                "track_seeds"}
+        rows = [(k, v) for k, v in sorted(entry.items())
+                if k not in skip and not isinstance(v, (dict, list))]
+        if not rows:
+            continue
+        lines += [f"<details><summary>{name}: every metric</summary>", "",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {fmt(v, 6)} |" for k, v in rows]
+        lines += ["", "</details>", ""]
+    return lines
+
+
+def figures_section(figures_dir: Path, drawn: dict, base: Path,
+                    summary: dict) -> list[str]:
+    lines = []
+    for name, result in drawn.items():
+        lines += [f"### {TITLES.get(name, name)}", ""]
+        if "skipped" in result:
+            lines += [f"Not drawn: {result['skipped']}", ""]
+            continue
+        for rel in result.get("figures", []):
+            path = figures_dir / rel
+            target = link(path, base)
+            # Markdown viewers show PNG, SVG and GIF inline; a PDF can only be linked.
+            if path.suffix.lower() == ".pdf":
+                lines.append(f"- [{path.name}]({target})")
+            else:
+                lines += [f"![{name}: {path.name}]({target})", ""]
+        lines.append("")
+    ev = summary.get("evaluate")
+    if isinstance(ev, dict) and ev.get("path"):
+        videos = [p for stem in VIDEOS for p in sorted(Path(ev["path"]).glob(stem + ".*"))]
+        if videos:
+            lines += ["Videos of the agent (stored with the evaluate result): " + ", ".join(
+                f"[{p.name}]({link(p, base)})" for p in videos), ""]
+    return lines
+
+
+def write_report(path: Path, summary: dict, figures_dir: Path | None = None,
+                 drawn: dict | None = None) -> Path:
+    """Write report.md at `path` from a summary.json-shaped dict and a figures directory
+    (`drawn` as figures_step.draw_all returns it; read from its figures.json when None)."""
+    path = Path(path)
+    manifests = {name: read_manifest(entry) for name, entry in summary.items()
+                 if name != "run" and isinstance(entry, dict)}
+    run = summary.get("run", {})
+    title = f"# Run report: {path.parent.name}" if run else "# Figures report"
+    lines = [title, ""]
+    if not run:
+        lines += ["Drawn by the figures step from stored results; the report in a run "
+                  "directory adds that run's wall times and command.", ""]
+    lines += ["## Result", "", *result_section(summary), "",
+              "## Steps and protocol", "", *steps_section(summary, manifests), "",
+              "## Environment", "", *environment_section(summary, manifests), "",
+              "## Numbers", "", *numbers_section(summary)]
+    if figures_dir is not None:
+        figures_dir = Path(figures_dir)
+        if drawn is None:
+            index = figures_dir / "figures.json"
+            drawn = json.loads(index.read_text()) if index.is_file() else {}
+        lines += ["## Figures", "", *figures_section(figures_dir, drawn, path.parent, summary)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_run_report(run_dir: Path, summary: dict | None = None) -> Path:
+    """RUN_DIR/report.md from its summary.json, with the figures step's figures if it ran.
+
+    Meant for the command line after a run: the figures step's result may be reused from
+    another run, so only here are this run's command and wall times known.
+    """
+    run_dir = Path(run_dir)
+    summary = summary if summary is not None else read_summary(run_dir)
+    entry = summary.get("figures")
+    figures_dir = Path(entry["path"]) if isinstance(entry, dict) and entry.get("path") else None
+    return write_report(run_dir / REPORT, summary, figures_dir)
