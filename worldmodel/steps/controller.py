@@ -524,10 +524,12 @@ def run(ctx: StepContext) -> dict:
     else:
         size = controller_size(files)
         n_params = Controller(**size).num_params
+        where = (f"in the dream on {ctx.hardware.device} (tau {params.temperature}), scored "
+                 f"in the real game on {ctx.hardware.workers} workers" if dreamer is not None
+                 else f"in the real game on {ctx.hardware.workers} workers")
         ctx.log.info("CMA-ES on %d parameters: population %d x %d rollouts of up to %d steps, "
-                     "%d generations, sigma0 %g, on %d workers", n_params, params.population,
-                     params.rollouts, params.max_steps, params.generations, params.sigma0,
-                     ctx.hardware.workers)
+                     "%d generations, sigma0 %g, %s", n_params, params.population,
+                     params.rollouts, params.max_steps, params.generations, params.sigma0, where)
         started = time.perf_counter()
         state = evolve(ctx, params, n_params, fitness, real_score(ctx, params, files),
                        None if dreamer is None else dream_score(ctx, params, dreamer))

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from worldmodel import seeding
+from worldmodel import figures, seeding
 from worldmodel.envs import EnvConfig
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.pool import run_tasks
@@ -233,8 +233,7 @@ def histogram(returns: list[float], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100)
-    return path
+    return figures.save(fig, path)
 
 
 def pick_videos(rows: list[dict]) -> dict[str, int]:

@@ -218,8 +218,7 @@ def draw_calibration(pred_reward: np.ndarray, pred_done: np.ndarray, reward: np.
     right.legend(fontsize=8)
     fig.suptitle(f"M's reward and end predictions on {which} episodes (teacher forced)",
                  fontsize=10)
-    fig.savefig(path, dpi=100)
-    return path
+    return figures.save(fig, path)
 
 
 def write_gif(real: np.ndarray, dreamed: np.ndarray, start: int, path: Path) -> Path:
