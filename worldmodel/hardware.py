@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from worldmodel import pool
 from worldmodel.errors import HardwareError
 
 log = logging.getLogger(__name__)
@@ -33,33 +34,53 @@ class HardwareConfig:
     threads: int | None = None
     """torch intra-op threads in the main process; null keeps torch's default (one per core)."""
     workers: int | None = None
-    """Worker processes for environment work (collection, rollouts); null = one per core."""
+    """Worker processes for environment work (collection, rollouts); null = one per CPU this
+    process may use (`available_cpus`)."""
     allow_tf32: bool = False
     """TF32 matmuls on CUDA: faster, less precise; some setups fail on it with
     CUBLAS_STATUS_NOT_INITIALIZED, hence off by default."""
     deterministic: bool = False
     """Ask torch for deterministic kernels (slower; errors on ops that have none)."""
+    backend: str = "local"
+    """Where worker tasks run: local (a process pool here) | ray (docs/cluster.md)."""
+    ray_address: str | None = None
+    """backend=ray: the cluster to join (auto, host:6379, ray://host:10001); null starts a
+    local Ray instance with `workers` CPUs."""
 
 
 @dataclass(frozen=True)
 class Hardware:
-    """What a step gets: the resolved device and worker count."""
+    """What a step gets: the resolved device, worker count and execution backend."""
 
     device: torch.device
     workers: int
     threads: int
+    backend: str = "local"
+    ray_address: str | None = None
 
     def describe(self) -> dict[str, object]:
         info: dict[str, object] = {
             "device": str(self.device),
             "workers": self.workers,
             "threads": self.threads,
+            "backend": self.backend,
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
         }
+        if self.ray_address is not None:
+            info["ray_address"] = self.ray_address
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
         return info
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: a SLURM job, taskset or a container's cpuset can allow
+    fewer than the machine has, and one worker per machine core would oversubscribe them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no sched_getaffinity
+        return os.cpu_count() or 1
 
 
 def mps_available() -> bool:
@@ -141,5 +162,14 @@ def setup(cfg: HardwareConfig) -> Hardware:
     # Set both ways: a multirun runs its jobs in one process, one after another.
     torch.use_deterministic_algorithms(cfg.deterministic)
     torch.backends.cudnn.benchmark = False
-    workers = cfg.workers or os.cpu_count() or 1
-    return Hardware(device=device, workers=workers, threads=torch.get_num_threads())
+    workers = cfg.workers or available_cpus()
+    if cfg.backend not in pool.BACKENDS:
+        raise HardwareError(f"hardware.backend={cfg.backend!r} is not one of "
+                            f"{', '.join(pool.BACKENDS)}")
+    if cfg.ray_address is not None and cfg.backend != "ray":
+        log.warning("hardware.ray_address=%s is ignored: hardware.backend=%s", cfg.ray_address,
+                    cfg.backend)
+    # Set both ways, like the torch switches above: a multirun's jobs share this process.
+    pool.use_backend(pool.Backend(cfg.backend, cfg.ray_address, cpus=workers))
+    return Hardware(device=device, workers=workers, threads=torch.get_num_threads(),
+                    backend=cfg.backend, ray_address=cfg.ray_address)

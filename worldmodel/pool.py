@@ -4,6 +4,12 @@ Workers are started with forkserver (spawn on macOS), never fork: forking a proc
 torch has run threads can deadlock the child. Each worker uses one torch thread, so N workers
 fill N cores instead of fighting over them. A worker that dies (killed, out of memory) raises
 a clear WorkerDied error instead of hanging the run; what finished before it is kept.
+
+Backends. `run_tasks` runs its tasks on the backend chosen by `hardware.backend` (set for the
+whole process by `worldmodel.hardware.setup`, like torch's thread count): `local`, the process
+pool here, or `ray` (worldmodel/ray_backend.py, imported only then), which sends the same
+tasks to Ray actors on one machine or a cluster. Callers see the same (task, result) pairs
+either way; only the completion order may differ.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from worldmodel.errors import WorldModelError
@@ -24,8 +31,64 @@ from worldmodel.errors import WorldModelError
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
+BACKENDS = ("local", "ray")
+STDLIB_METHODS = ("fork", "spawn", "forkserver")
+INSTALL_RAY = 'pip install -e ".[ray]"'
+
+
 class WorkerDied(WorldModelError):
     """A worker process ended without returning its result."""
+
+
+class BackendUnavailable(WorldModelError):
+    """The chosen execution backend cannot be used here (not installed, unreachable)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where `run_tasks` runs its tasks."""
+
+    name: str = "local"
+    """local (this machine's process pool) | ray."""
+    address: str | None = None
+    """Ray only: the cluster to join ("auto", "ray://host:10001", "host:6379"); None starts a
+    local Ray instance with `cpus` CPUs."""
+    cpus: int = 1
+    """Ray only: CPUs of the local instance started when `address` is None."""
+
+
+_backend = Backend()
+
+
+def use_backend(backend: Backend) -> Backend:
+    """Make `backend` the one run_tasks uses in this process; returns the previous one.
+
+    Asking for Ray checks that it imports now, so a missing install stops the run before any
+    step starts rather than in the middle of one.
+    """
+    global _backend
+    if backend.name not in BACKENDS:
+        raise BackendUnavailable(
+            f"hardware.backend={backend.name!r} is not one of {', '.join(BACKENDS)}"
+        )
+    if backend.name == "ray":
+        require_ray()
+    previous, _backend = _backend, backend
+    return previous
+
+
+def current_backend() -> Backend:
+    return _backend
+
+
+def require_ray() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"hardware.backend=ray needs Ray, which is not installed here: {INSTALL_RAY} "
+            "(or run with hardware.backend=local)"
+        ) from exc
 
 
 def _init_worker(initializer: Callable[..., None] | None, args: tuple) -> None:
@@ -67,6 +130,12 @@ def make_pool(
     already loaded instead of importing gymnasium, pygame, ... anew (seconds per worker).
     """
     context = multiprocessing.get_context(start_method())
+    if multiprocessing.get_start_method(allow_none=True) not in (None, *STDLIB_METHODS):
+        # In a job of a joblib sweep (hydra/launcher=joblib) this process is a loky worker,
+        # whose default start method is loky's own. Our workers (and the forkserver) are told
+        # the parent's default method and fail to set it ("cannot find context for 'loky'"),
+        # so this process switches to ours; loky starts its processes from explicit contexts.
+        multiprocessing.set_start_method(context.get_start_method(), force=True)
     if context.get_start_method() == "forkserver":
         if preload:
             context.set_forkserver_preload(list(preload))
@@ -93,12 +162,22 @@ def run_tasks(
     initializer: Callable[..., None] | None = None,
     initargs: tuple = (),
     preload: tuple[str, ...] = (),
+    backend: Backend | None = None,
 ) -> Iterator[tuple[tuple, Any]]:
     """Yield (task, fn(*task)) as tasks finish, in completion order.
 
-    With workers == 1 the tasks run in this process (no pickling, easy to debug). At most
-    2 × workers tasks are in flight, so a long task list does not pile up in memory.
+    `backend` defaults to the process's (`use_backend`). On the local backend, with
+    workers == 1 the tasks run in this process (no pickling, easy to debug), and at most
+    2 × workers tasks are in flight, so a long task list does not pile up in memory. On Ray,
+    `workers` actors run `initializer` once each and then take one task at a time.
     """
+    backend = backend or _backend
+    if backend.name == "ray":
+        from worldmodel import ray_backend
+
+        yield from ray_backend.run_tasks(fn, tasks, workers, what, initializer, initargs,
+                                         preload, backend)
+        return
     tasks = iter(tasks)
     if workers == 1:
         if initializer is not None:
