@@ -38,11 +38,12 @@ def save_atomic(data: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def keep_metrics_up_to(path: Path, epoch: int) -> None:
-    """Drop metric rows of epochs after `epoch`: those a killed run logged but did not save."""
+def keep_metrics_up_to(path: Path, last: int, index: str = "epoch") -> None:
+    """Drop metric rows whose `index` (epoch, generation) is after `last`: rows a killed run
+    logged for work it did not get to save, which the resumed run logs again."""
     if not path.exists():
         return
-    rows = [row for row in figures.read_metrics(path) if row.get("epoch", 0) <= epoch]
+    rows = [row for row in figures.read_metrics(path) if row.get(index, 0) <= last]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
     os.replace(tmp, path)

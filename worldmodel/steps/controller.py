@@ -69,8 +69,8 @@ from worldmodel.envs import EnvConfig
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.models import MDRNN, VAE, Controller, checkpoint
 from worldmodel.rollout import Z_MODES, AgentFiles, DriveSettings, Job, drive_jobs, load_model
-from worldmodel.steps.vae import save_atomic
 from worldmodel.store import write_json_atomic
+from worldmodel.training import keep_metrics_up_to, save_atomic
 
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
@@ -365,16 +365,6 @@ def load_state(directory: Path) -> SearchState | None:
     return state
 
 
-def keep_metrics_up_to(path: Path, generation: int) -> None:
-    """Drop metric rows of generations after `generation`: logged by a killed run, not saved."""
-    if not path.exists():
-        return
-    rows = [r for r in figures.read_metrics(path) if r.get("generation", 0) <= generation]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
-
-
 def should_score(generation: int, params: ControllerParams) -> bool:
     return generation % params.score_every == 0 or generation == params.generations
 
@@ -400,7 +390,7 @@ def evolve(ctx: StepContext, params: ControllerParams, n_params: int, fitness: F
 
     dream_score (dream mode) scores the same two controllers as `score`, inside M."""
     state = load_state(ctx.dir) or SearchState(es=new_es(n_params, params))
-    keep_metrics_up_to(ctx.dir / METRICS, state.generation)
+    keep_metrics_up_to(ctx.dir / METRICS, state.generation, index="generation")
     if state.generation:
         ctx.log.info("resuming after generation %d of %d", state.generation, params.generations)
     bar = tqdm(total=params.generations, initial=state.generation, unit="gen",
