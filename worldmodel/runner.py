@@ -216,6 +216,7 @@ class Runner:
     def _run_wanted(self, wanted: list[str], forced: set[str], keys: dict) -> None:
         artifacts: dict[str, Artifact] = {}
         needed = self._order(wanted, forced, keys)
+        upstream = self._upstream(wanted)
         for step in self.table:
             key, identity = keys[step.name]
             if step.name in needed:
@@ -223,7 +224,7 @@ class Runner:
                 artifacts[step.name] = self._materialise(
                     step, key, identity, input_keys, artifacts, step.name in forced
                 )
-            elif step.name in self._upstream(wanted):
+            elif step.name in upstream:
                 self._record_unneeded(step.name, key)
 
     def _upstream(self, names: list[str]) -> set[str]:
