@@ -13,6 +13,8 @@ from hydra import compose, initialize_config_dir
 
 from worldmodel.hardware import Hardware
 from worldmodel.rollout import one_torch_thread
+from worldmodel.runner import Runner
+from worldmodel.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -35,9 +37,19 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def cpu_hardware(workers: int = 1) -> Hardware:
+    """What a step gets on this machine's CPU, with `workers` worker processes."""
+    return Hardware(device=torch.device("cpu"), workers=workers, threads=1)
+
+
+def make_runner(table, cfg, root: Path, workers: int = 1) -> Runner:
+    """A Runner over `table` storing under root/store, with its run directory root/run."""
+    return Runner(table, cfg, cpu_hardware(workers), Store(root / "store"), root / "run")
+
+
 @pytest.fixture
 def cpu() -> Hardware:
-    return Hardware(device=torch.device("cpu"), workers=2, threads=torch.get_num_threads())
+    return cpu_hardware(workers=2)
 
 
 @pytest.fixture(autouse=True, scope="session")

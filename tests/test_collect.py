@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_config
+from tests.conftest import compose_config, make_runner
 from worldmodel.episodes import DamagedEpisode, episode_path, load_episode
-from worldmodel.hardware import Hardware
 from worldmodel.pipeline import STEPS
 from worldmodel.runner import Runner
 from worldmodel.steps import collect
@@ -30,9 +29,16 @@ def tiny_config(**changes):
 
 
 def run_collect(root: Path, workers: int, cfg=None) -> dict:
-    hw = Hardware(device=__import__("torch").device("cpu"), workers=workers, threads=1)
-    runner = Runner(STEPS, cfg or tiny_config(), hw, Store(root / "store"), root / "run")
-    return runner.run(["collect"])["collect"]
+    return make_runner(STEPS, cfg or tiny_config(), root, workers).run(["collect"])["collect"]
+
+
+def assert_same_episodes(a: dict, b: dict) -> None:
+    """Two collect results hold the same episodes, frame for frame."""
+    for x, y in zip(read_all(Path(a["path"]) / "episodes"),
+                    read_all(Path(b["path"]) / "episodes"), strict=True):
+        assert np.array_equal(x.frames, y.frames)
+        assert np.array_equal(x.actions, y.actions)
+        assert np.array_equal(x.rewards, y.rewards)
 
 
 def read_all(directory: Path) -> list:
@@ -72,11 +78,7 @@ def test_two_workers_give_the_same_dataset(one_worker, tmp_path):
     _, summary = one_worker
     two = run_collect(tmp_path, workers=2)
     assert two["key"] == summary["key"]
-    for a, b in zip(read_all(Path(summary["path"]) / "episodes"),
-                    read_all(Path(two["path"]) / "episodes"), strict=True):
-        assert np.array_equal(a.frames, b.frames)
-        assert np.array_equal(a.actions, b.actions)
-        assert np.array_equal(a.rewards, b.rewards)
+    assert_same_episodes(summary, two)
 
 
 def test_interrupted_collection_resumes_without_redoing_episodes(one_worker, tmp_path,

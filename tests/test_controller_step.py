@@ -22,7 +22,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_config
+from tests.conftest import compose_config, make_runner
 from worldmodel import rollout
 from worldmodel.config import config_slice, typed
 from worldmodel.errors import ConfigError
@@ -100,9 +100,7 @@ def tiny_config(**changes):
 
 
 def runner(root: Path, workers: int, cfg=None) -> Runner:
-    hardware = Hardware(device=torch.device("cpu"), workers=workers, threads=1)
-    return Runner(TABLE, cfg if cfg is not None else tiny_config(), hardware,
-                  Store(root / "store"), root / "run")
+    return make_runner(TABLE, cfg if cfg is not None else tiny_config(), root, workers)
 
 
 def load_flat(path: Path) -> np.ndarray:

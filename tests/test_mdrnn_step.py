@@ -20,16 +20,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_config
+from tests.conftest import compose_config, make_runner
 from worldmodel.config import config_slice, typed
 from worldmodel.errors import ConfigError
-from worldmodel.hardware import Hardware
 from worldmodel.latents import Latents, latent_path, save_latents
 from worldmodel.models import MDRNN, VAE, build_from_checkpoint, checkpoint
 from worldmodel.runner import Runner, Step, StepContext
 from worldmodel.steps import mdrnn as mdrnn_step
 from worldmodel.steps import mdrnn_figures
-from worldmodel.store import Store
 
 Z_DIM = 4
 LENGTHS = (30, 45, 12, 60, 25, 38, 5)  # two of them shorter than seq_len
@@ -111,9 +109,7 @@ def config(**changes):
 
 
 def runner(root: Path, cfg=None) -> Runner:
-    hardware = Hardware(device=torch.device("cpu"), workers=1, threads=1)
-    return Runner(TABLE, cfg if cfg is not None else config(), hardware, Store(root / "store"),
-                  root / "run")
+    return make_runner(TABLE, cfg if cfg is not None else config(), root)
 
 
 def load_model(path: Path) -> MDRNN:

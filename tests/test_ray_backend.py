@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_collect import read_all, run_collect
+from tests.test_collect import assert_same_episodes, run_collect
 from worldmodel import hardware, pool
 from worldmodel.envs import EnvConfig
 from worldmodel.errors import ConfigError, WorldModelError
@@ -134,11 +134,7 @@ def test_collection_on_ray_equals_local(ray_instance, tmp_path):
     pool.use_backend(RAY)
     on_ray = run_collect(tmp_path / "ray", workers=2)
     assert on_ray["key"] == local["key"]
-    for a, b in zip(read_all(Path(local["path"]) / "episodes"),
-                    read_all(Path(on_ray["path"]) / "episodes"), strict=True):
-        assert np.array_equal(a.frames, b.frames)
-        assert np.array_equal(a.actions, b.actions)
-        assert np.array_equal(a.rewards, b.rewards)
+    assert_same_episodes(local, on_ray)
 
 
 def mark_init(directory: str) -> None:

@@ -17,15 +17,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_config
+from tests.conftest import compose_config, make_runner
 from worldmodel.config import config_slice, typed
 from worldmodel.episodes import Episode, episode_path, save_episode
-from worldmodel.hardware import Hardware
 from worldmodel.models import VAE, build_from_checkpoint
 from worldmodel.runner import Runner, Step, StepContext
 from worldmodel.steps import encode
 from worldmodel.steps import vae as vae_step
-from worldmodel.store import Store
 
 # --- a synthetic collect step and a small pipeline, shared with test_encode_step.py -----------
 
@@ -107,9 +105,7 @@ def config(**changes):
 
 
 def runner(root: Path, cfg=None) -> Runner:
-    hardware = Hardware(device=torch.device("cpu"), workers=1, threads=1)
-    return Runner(TABLE, cfg if cfg is not None else config(), hardware, Store(root / "store"),
-                  root / "run")
+    return make_runner(TABLE, cfg if cfg is not None else config(), root)
 
 
 def load_model(path: Path) -> VAE:
