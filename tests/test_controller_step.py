@@ -317,7 +317,7 @@ def test_the_shipped_configs_type_into_the_step_configs():
         step = typed(controller_step.ControllerStepConfig,
                      config_slice(cfg, ("seed", "env", "controller")), "controller")
         assert step.controller.mode == option and step.controller.population == 4
-        controller_step.check_params(step.controller)
+        controller_step.check_params(step.controller, 1)
     assert step.controller.temperature == 1.15
     for data in ("tiny", "small", "paper"):
         cfg = compose_config([f"data={data}"])
@@ -328,14 +328,14 @@ def test_the_shipped_configs_type_into_the_step_configs():
 def test_bad_settings_are_named():
     params = controller_step.ControllerParams
     with pytest.raises(ConfigError, match=r"controller\.z='median'"):
-        controller_step.check_params(params(z="median"))
+        controller_step.check_params(params(z="median"), 1)
     with pytest.raises(ConfigError, match=r"controller\.population=1 must be >= 2"):
-        controller_step.check_params(params(population=1))
+        controller_step.check_params(params(population=1), 1)
     with pytest.raises(ConfigError, match=r"controller\.early_stop_steps=0"):
-        controller_step.check_params(params(early_stop_steps=0))
+        controller_step.check_params(params(early_stop_steps=0), 1)
     with pytest.raises(ConfigError, match=r"controller\.temperature=None must be >= 0"):
-        controller_step.check_params(params(mode="dream"))
+        controller_step.check_params(params(mode="dream"), 1)
     with pytest.raises(ConfigError, match=r"temperature is used by controller=dream only"):
-        controller_step.check_params(params(temperature=1.0))
+        controller_step.check_params(params(temperature=1.0), 1)
     with pytest.raises(ConfigError, match=r"controller\.dream_horizon=None must be >= 1"):
-        controller_step.check_params(params(mode="dream", temperature=1.0, max_steps=50))
+        controller_step.check_params(params(mode="dream", temperature=1.0, max_steps=50), 1)

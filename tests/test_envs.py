@@ -18,6 +18,7 @@ from worldmodel.envs import (
     make_policy,
     preprocess,
 )
+from worldmodel.envs.factory import ActionRepeat
 from worldmodel.envs.policies import ACTION_HIGH, ACTION_LOW, measure_policy
 
 
@@ -91,7 +92,7 @@ def test_preprocess_rejects_wrong_frames() -> None:
 @pytest.mark.parametrize(("renderer", "expected"), [("fast", FastCarRacing), ("stock", CarRacing)])
 def test_make_env_renderer(renderer: str, expected: type) -> None:
     env = make_env(EnvConfig(renderer=renderer))
-    assert isinstance(env, TimeLimit)
+    assert isinstance(env, ActionRepeat) and isinstance(env.env, TimeLimit)
     assert type(env.unwrapped) is expected
     assert env.unwrapped.continuous
     np.testing.assert_array_equal(env.action_space.low, [-1.0, 0.0, 0.0])
@@ -112,6 +113,8 @@ def test_make_env_rejects_unknown_renderer() -> None:
         make_env(EnvConfig(renderer="opengl"))
     with pytest.raises(ValueError, match="max_steps"):
         make_env(EnvConfig(max_steps=0))
+    with pytest.raises(ValueError, match="action_repeat=0"):
+        make_env(EnvConfig(action_repeat=0))
 
 
 def test_truncation_at_max_steps() -> None:
@@ -122,6 +125,41 @@ def test_truncation_at_max_steps() -> None:
         _, _, terminated, truncated, _ = env.step(action)
         assert not terminated
         assert truncated == (step == 5)
+
+
+def drive_with_repeat(renderer: str, repeat: int, max_steps: int, actions: np.ndarray):
+    env = make_env(EnvConfig(renderer=renderer, action_repeat=repeat, max_steps=max_steps))
+    observation, _ = env.reset(seed=3)
+    observations, rewards, frames = [observation], [], []
+    for action in actions:
+        observation, reward, terminated, truncated, info = env.step(action)
+        observations.append(observation)
+        rewards.append(reward)
+        frames.append(info["frames"])
+        if terminated or truncated:
+            break
+    env.close()
+    return np.stack(observations), np.array(rewards), frames
+
+
+@pytest.mark.parametrize("repeat", [2, 3])
+def test_action_repeat_skips_drawing_but_not_simulating(repeat: int) -> None:
+    # 61 frames do not divide by 2 or 3: the episode is truncated in the middle of a repeat,
+    # on a frame that was not drawn, and that observation must still be the true one.
+    actions = np.random.default_rng(0).uniform(ACTION_LOW, ACTION_HIGH, (40, 3)).astype(np.float32)
+    fast = drive_with_repeat("fast", repeat, 61, actions)
+    stock = drive_with_repeat("stock", repeat, 61, actions)
+    np.testing.assert_array_equal(fast[0], stock[0])
+    np.testing.assert_array_equal(fast[1], stock[1])
+    assert fast[2] == stock[2] and sum(fast[2]) == 61 and fast[2][-1] == 61 % repeat
+
+    # The same as holding each action `repeat` frames by hand, every frame drawn.
+    held = np.repeat(actions, repeat, axis=0)
+    every = drive_with_repeat("fast", 1, 61, held)
+    observed = [*range(0, 61, repeat), 61]  # reset, then each agent step's last frame
+    np.testing.assert_array_equal(fast[0], every[0][observed])
+    summed = [every[1][i:i + repeat].sum() for i in range(0, 61, repeat)]
+    np.testing.assert_allclose(fast[1], summed, rtol=0, atol=1e-9)
 
 
 def test_zoom_ends_after_zoom_frames() -> None:

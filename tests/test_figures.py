@@ -84,7 +84,7 @@ def test_make_figures_script_redraws_a_run_without_training(sweep, no_training, 
     for step in [*UPSTREAM, "evaluate"]:
         assert f"| {step} | `{summary[step]['key']}` |" in text
         assert report.duration(summary[step]["compute_seconds"]) in text
-    assert "2 episodes of up to 80 steps" in text and "[2^30, 2^31)" in text
+    assert "2 episodes of up to 80 frames" in text and "[2^30, 2^31)" in text
     assert "NOT the stock CarRacing-v3 rules" in text  # env.max_steps=80
     assert str(summary["evaluate"]["track_seeds"][0]) in text
     assert summary["run"]["git_commit"] in text or summary["run"]["git_commit"] is None

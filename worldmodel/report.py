@@ -99,7 +99,7 @@ def result_section(summary: dict) -> list[str]:
         f"{ev.get('episodes')} episodes on tracks never used in training; min "
         f"{fmt(ev.get('min_return'))}, max {fmt(ev.get('max_return'))}, "
         f"{100 * ev.get('fraction_900', 0):.0f}% of episodes ≥ 900 (\"solved\"), "
-        f"{ev.get('laps_finished', 0)} laps finished, {fmt(ev.get('mean_steps'))} steps per "
+        f"{ev.get('laps_finished', 0)} laps finished, {fmt(ev.get('mean_steps'))} frames per "
         "episode on average.",
     ]
 
@@ -111,7 +111,7 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
     seed = config.get("seed")
     train = f"[{seeding.TRAIN_TRACKS.start}, 2^30)"
     if name == "collect":
-        return (f"{fmt(c.get('episodes'))} episodes of up to {fmt(c.get('max_steps'))} steps, "
+        return (f"{fmt(c.get('episodes'))} episodes of up to {fmt(c.get('max_steps'))} frames, "
                 f"policy `{c.get('policy')}`, seed {seed}, tracks from the training range "
                 f"{train}; {fmt(entry.get('frames'))} frames, exploration return "
                 f"{fmt(entry.get('mean_return'))} ± {fmt(entry.get('std_return'))}")
@@ -131,7 +131,7 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
                 f"{fmt(entry.get('loss'))}, validation {fmt(entry.get('val_loss'))}")
     if name == "controller":
         return (f"mode `{c.get('mode')}`, CMA-ES population {fmt(c.get('population'))} × "
-                f"{fmt(c.get('rollouts'))} rollouts of up to {fmt(c.get('max_steps'))} steps, "
+                f"{fmt(c.get('rollouts'))} rollouts of up to {fmt(c.get('max_steps'))} frames, "
                 f"{fmt(c.get('generations'))} generations, sigma0 {fmt(c.get('sigma0'))}, "
                 f"z = {c.get('z')}; kept the {entry.get('best_source')} of generation "
                 f"{fmt(entry.get('best_generation'))}, score {fmt(entry.get('best_score'))} "
@@ -140,7 +140,8 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
         stock = env.get("max_steps") == 1000 and not env.get("domain_randomize")
         rules = "stock CarRacing-v3 rules" if stock else "NOT the stock CarRacing-v3 rules"
         return (f"{fmt(entry.get('episodes'))} episodes of up to {fmt(env.get('max_steps'))} "
-                f"steps ({rules}), no early stop, seed {seed}; evaluation tracks from "
+                f"frames ({rules}), C acting every {fmt(env.get('action_repeat', 1))} frame(s), "
+                f"no early stop, seed {seed}; evaluation tracks from "
                 f"[2^30, 2^31), never driven in training: "
                 f"{seed_range(entry.get('track_seeds') or [])}")
     if name == "figures":

@@ -52,11 +52,11 @@ class DriveSettings:
     """How episodes are driven (the same for every environment of a batch)."""
 
     max_steps: int
-    """Steps per episode at most (the environment's own TimeLimit may stop it sooner)."""
+    """Frames per episode at most (the environment's own TimeLimit may stop it sooner)."""
     z: str = "mean"
     """What C sees of V's posterior: its mean, or a sample drawn from the episode's noise seed."""
     early_stop_steps: int | None = None
-    """Stop an episode after this many steps in a row without a positive reward (no new tile);
+    """Stop an episode after this many frames in a row without a positive reward (no new tile);
     the return so far counts. Only for training rollouts; None drives full episodes."""
 
 
@@ -66,6 +66,7 @@ class Rollout(NamedTuple):
     track: int
     total_reward: float
     steps: int
+    """Simulated frames (agent steps times env.action_repeat, less where the episode ended)."""
     lap_finished: bool
     early_stopped: bool
 
@@ -214,8 +215,8 @@ def drive(
                 if on_frame is not None:
                     on_frame(i, envs[i].render())
                 returns[i] += reward
-                steps[i] += 1
-                stalled[i] = 0 if reward > 0 else stalled[i] + 1
+                steps[i] += info["frames"]
+                stalled[i] = 0 if reward > 0 else stalled[i] + info["frames"]
                 lap_finished[i] = bool(info.get("lap_finished", False))
                 stop = settings.early_stop_steps is not None and (
                     stalled[i] >= settings.early_stop_steps)

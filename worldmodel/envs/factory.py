@@ -52,6 +52,14 @@ class EnvConfig:
     crop_hud: bool = True
     # Side of the square frames the models see.
     frame_size: int = 64
+    # Simulated frames per agent step: each action is held this many frames and only the last
+    # frame is observed (its rewards are summed). CarRacing spends ~98% of a step drawing the
+    # frame and ~0.07 ms on physics, and FastCarRacing skips drawing the frames nobody sees, so
+    # driving costs about 1/action_repeat per frame. Episode lengths (env.max_steps,
+    # collect.max_steps, controller.max_steps, controller.early_stop_steps) stay in frames, the
+    # game's clock; positions in stored episodes (vae.skip_frames, mdrnn.seq_len, dream_start)
+    # count agent steps. 1 is the original's agent, acting on every frame.
+    action_repeat: int = 1
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gymnasium.Env:
@@ -66,13 +74,51 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gymnasium.Env:
         raise ValueError(f"unknown renderer {cfg.renderer!r}; valid choices: {valid}")
     if cfg.max_steps < 1:
         raise ValueError(f"max_steps must be a positive number of steps, got {cfg.max_steps}")
+    if cfg.action_repeat < 1:
+        raise ValueError(f"env.action_repeat={cfg.action_repeat} must be >= 1 (1: act on every "
+                         "frame)")
     env = env_class(
         render_mode=render_mode,
         lap_complete_percent=cfg.lap_complete_percent,
         domain_randomize=cfg.domain_randomize,
         continuous=True,
     )
-    return TimeLimit(env, max_episode_steps=cfg.max_steps)
+    return ActionRepeat(TimeLimit(env, max_episode_steps=cfg.max_steps), cfg.action_repeat)
+
+
+class ActionRepeat(gymnasium.Wrapper):
+    """Hold each action for `repeat` frames; observe the last one, sum the rewards.
+
+    `step` stops early at termination or truncation and reports the frames it simulated in
+    `info["frames"]` (also with repeat 1), so callers count episode length in frames. With
+    FastCarRacing the frames in between are not drawn (`skip_state_frame`); drawing has no effect
+    on the simulation, so the returned frames and rewards are those of drawing every frame, which
+    the stock renderer does.
+    """
+
+    def __init__(self, env: gymnasium.Env, repeat: int):
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action):
+        base = self.env.unwrapped
+        can_skip = isinstance(base, FastCarRacing)
+        total_reward = 0.0
+        for frame in range(1, self.repeat + 1):
+            if can_skip:
+                base.skip_state_frame = frame < self.repeat
+            try:
+                observation, reward, terminated, truncated, info = self.env.step(action)
+            finally:
+                if can_skip:
+                    base.skip_state_frame = False
+            total_reward += float(reward)
+            if terminated or truncated:
+                break
+        if observation is None:  # the episode ended on a frame that was not drawn
+            observation = base.state = base.state_frame()
+        info["frames"] = frame
+        return observation, total_reward, terminated, truncated, info
 
 
 @lru_cache(maxsize=16)

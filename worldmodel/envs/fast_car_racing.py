@@ -161,6 +161,9 @@ class FastCarRacing(CarRacing):
         self._hud_label: str | None = None
         self._hud_text: pygame.Surface | None = None
         self._flipped: pygame.Surface | None = None
+        # Set by ActionRepeat for the frames between observations: step() then leaves
+        # self.state None instead of drawing a frame nobody looks at.
+        self.skip_state_frame = False
 
     def _create_track(self) -> bool:
         created = super()._create_track()
@@ -208,8 +211,14 @@ class FastCarRacing(CarRacing):
             self._hud_label = label
         return self._hud_text
 
+    def state_frame(self) -> np.ndarray:
+        """The 96x96 observation of the current state (what step() returns when it draws)."""
+        return self._render("state_pixels")
+
     def _render(self, mode: str) -> Any:
         assert mode in self.metadata["render_modes"]
+        if mode == "state_pixels" and self.skip_state_frame:
+            return None
 
         if not pygame.font.get_init():
             # A pygame.quit() (e.g. closing a human-mode window) invalidates loaded fonts.

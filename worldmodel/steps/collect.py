@@ -43,7 +43,8 @@ class CollectParams:
     episodes: int = 100
     """Number of episodes to collect."""
     max_steps: int = 1000
-    """Steps per episode at most (CarRacing-v3 itself stops at env.max_steps)."""
+    """Frames per episode at most (CarRacing-v3 itself stops at env.max_steps); an episode
+    stores one row per agent step, i.e. per env.action_repeat frames."""
     policy: str = "repeat"
     """Exploration policy: repeat | brownian | random_controller (worldmodel/envs/policies.py)."""
 
@@ -65,17 +66,18 @@ def collect_episode(
         obs, _ = env.reset(seed=seeding.train_track(seed, "collect", index))
         frames, actions, rewards = [obs], [], []
         terminated = truncated = lap_finished = False
-        for _ in range(params.max_steps):
+        simulated = 0  # frames: an agent step simulates env.action_repeat of them
+        while not (terminated or truncated):
+            if simulated >= params.max_steps:
+                truncated = True  # stopped by collect.max_steps rather than by the environment
+                break
             action = np.asarray(policy.act(obs), dtype=np.float32)
             obs, reward, terminated, truncated, info = env.step(action)
+            simulated += info["frames"]
             frames.append(obs)
             actions.append(action)
             rewards.append(reward)
             lap_finished = bool(info.get("lap_finished", False))
-            if terminated or truncated:
-                break
-        else:
-            truncated = True  # stopped by collect.max_steps rather than by the environment
     finally:
         env.close()
     episode = Episode(

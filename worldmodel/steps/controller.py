@@ -101,11 +101,11 @@ class ControllerParams:
     sigma0: float = 0.1
     """Initial CMA-ES step size (0.1 in the original)."""
     max_steps: int = 1000
-    """Steps per training rollout and per scoring episode at most."""
+    """Frames per training rollout and per scoring episode at most."""
     z: str = "mean"
     """What C sees of V's posterior q(z|x): mean | sample."""
     early_stop_steps: int | None = None
-    """Stop a training rollout after this many steps without a positive reward (no new tile);
+    """Stop a training rollout after this many frames without a positive reward (no new tile);
     its return so far counts. null drives every rollout to its end. Never used in scoring or
     evaluation."""
     score_every: int = 5
@@ -116,11 +116,11 @@ class ControllerParams:
     temperature: float | None = None
     """Dream mode only: M's sampling temperature tau (logits / tau, sigma * sqrt(tau))."""
     dream_start: int = 50
-    """Dream mode: the frame of a collected episode a dream starts from (after the zoom-in;
-    M reads the frames before it)."""
+    """Dream mode: the agent step of a collected episode a dream starts from (after the
+    zoom-in; M reads the frames before it)."""
     dream_horizon: int | None = None
-    """Dream mode: steps per dream at most; null: max_steps - dream_start, so a dream spans
-    what is left of a real episode."""
+    """Dream mode: agent steps per dream at most; null: max_steps / env.action_repeat -
+    dream_start, so a dream spans what is left of a real episode."""
 
 
 @dataclass
@@ -130,7 +130,7 @@ class ControllerStepConfig:
     controller: ControllerParams = field(default_factory=ControllerParams)
 
 
-def check_params(params: ControllerParams) -> None:
+def check_params(params: ControllerParams, action_repeat: int) -> None:
     problems = []
     if params.mode not in MODES:
         problems.append(f"controller.mode={params.mode!r} must be one of {', '.join(MODES)}")
@@ -152,9 +152,10 @@ def check_params(params: ControllerParams) -> None:
                             "dream mode")
         if params.dream_start < 0:
             problems.append(f"controller.dream_start={params.dream_start} must be >= 0")
-        if dream_horizon(params) < 1:
+        if dream_horizon(params, action_repeat) < 1:
             problems.append(f"controller.dream_horizon={params.dream_horizon} must be >= 1 "
-                            "(null: max_steps - dream_start, which must be >= 1 then)")
+                            "(null: max_steps / env.action_repeat - dream_start, which must be "
+                            ">= 1 then)")
     elif params.temperature is not None:
         # A temperature sweep in real mode would train the same controller once per tau.
         problems.append("controller.temperature is used by controller=dream only")
@@ -236,10 +237,11 @@ def real_score(ctx: StepContext, params: ControllerParams, files: AgentFiles) ->
     return score
 
 
-def dream_horizon(params: ControllerParams) -> int:
+def dream_horizon(params: ControllerParams, action_repeat: int) -> int:
+    """Agent steps per dream: what is left of a max_steps-frame episode after dream_start."""
     if params.dream_horizon is not None:
         return params.dream_horizon
-    return params.max_steps - params.dream_start
+    return -(-params.max_steps // action_repeat) - params.dream_start
 
 
 def make_dreamer(ctx: StepContext, params: ControllerParams, files: AgentFiles
@@ -253,7 +255,8 @@ def make_dreamer(ctx: StepContext, params: ControllerParams, files: AgentFiles
         raise StoreError(f"controller: no encoded episodes in {ctx.inputs['encode'].path}")
     mdrnn = load_model(MDRNN, files.mdrnn, "controller: the trained MDN-RNN")
     return dream.Dreamer(mdrnn, episodes, params.dream_start, float(params.temperature),
-                         dream_horizon(params), ctx.hardware.device)
+                         dream_horizon(params, ctx.config.env.action_repeat),
+                         ctx.hardware.device)
 
 
 def pick_episodes(rng: np.random.Generator, available: int, count: int) -> list[int]:
@@ -504,7 +507,7 @@ def controller_size(files: AgentFiles) -> dict[str, int]:
 def run(ctx: StepContext) -> dict:
     cfg: ControllerStepConfig = ctx.config
     params = cfg.controller
-    check_params(params)
+    check_params(params, cfg.env.action_repeat)
     files = AgentFiles(str(ctx.inputs["vae"].path / "model.pt"),
                        str(ctx.inputs["mdrnn"].path / "model.pt"), cfg.env)
     dreamer = make_dreamer(ctx, params, files) if params.mode == "dream" else None
@@ -517,7 +520,7 @@ def run(ctx: StepContext) -> dict:
         where = (f"in the dream on {ctx.hardware.device} (tau {params.temperature}), scored "
                  f"in the real game on {ctx.hardware.workers} workers" if dreamer is not None
                  else f"in the real game on {ctx.hardware.workers} workers")
-        ctx.log.info("CMA-ES on %d parameters: population %d x %d rollouts of up to %d steps, "
+        ctx.log.info("CMA-ES on %d parameters: population %d x %d rollouts of up to %d frames, "
                      "%d generations, sigma0 %g, %s", n_params, params.population,
                      params.rollouts, params.max_steps, params.generations, params.sigma0, where)
         started = time.perf_counter()

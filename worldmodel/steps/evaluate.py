@@ -12,7 +12,7 @@ Outputs, in the step's directory:
                                     CarRacing renders (GIF, smaller, when imageio-ffmpeg is
                                     not installed)
 
-Rules. The stock CarRacing-v3 episode: up to env.max_steps (1000) steps, no early stop,
+Rules. The stock CarRacing-v3 episode: up to env.max_steps (1000) frames, no early stop,
 terminated when every tile is visited or the car leaves the playfield. Episode i drives track
 eval_track(seed, i), from a range that collection and training never use. C sees z as it was
 trained to (controller.json's z); with z = sample, episode i's noise comes from
@@ -76,7 +76,8 @@ class EvaluateParams:
     episodes: int = 100
     """Episodes, each on its own unseen track (100 in the paper)."""
     video_fps: int = 50
-    """Frame rate of the videos (CarRacing simulates 50 steps per second)."""
+    """Simulated frames per second of video (CarRacing simulates 50): a video shows one picture
+    per agent step, video_fps / env.action_repeat of them per second, so 50 is real time."""
 
 
 @dataclass
@@ -313,7 +314,7 @@ def write_videos(ctx: StepContext, files: AgentFiles, flat: np.ndarray,
                  tracks: list[int], noise: list[int]) -> list[str]:
     """Drive the picked episodes again with rendering on, one per worker, into video files."""
     suffix = ".mp4" if mp4_available() else ".gif"
-    fps = ctx.config.evaluate.video_fps
+    fps = max(1, round(ctx.config.evaluate.video_fps / ctx.config.env.action_repeat))
     tasks = [(i, flat, tracks[i], settings, noise[i], str(ctx.dir / (name + suffix)), fps)
              for name, i in picks.items()]
     workers = max(1, min(ctx.hardware.workers, len(tasks)))
