@@ -154,6 +154,50 @@ def make_pool(
     )
 
 
+# (workers, initializer, initargs, preload) and its pool, kept by `keep_workers` while inside
+# it; a list compared with ==, as initargs need not be hashable.
+_kept_pools: list[tuple[tuple, ProcessPoolExecutor]] | None = None
+
+
+@contextlib.contextmanager
+def keep_workers() -> Iterator[None]:
+    """Inside this block, local process pools outlive `run_tasks`: a later call with the same
+    workers, initializer and arguments reuses the running workers (and the models their
+    initializer loaded) instead of starting new ones. A CMA-ES search runs one `run_tasks` per
+    generation, and starting 2 workers that load V and M costs about a second each time."""
+    global _kept_pools
+    if _kept_pools is not None:  # nested: the outer block keeps them
+        yield
+        return
+    _kept_pools = []
+    try:
+        yield
+    finally:
+        pools, _kept_pools = _kept_pools, None
+        for _, pool in pools:
+            pool.shutdown(cancel_futures=True)
+
+
+def _local_pool(workers: int, initializer: Callable[..., None] | None, initargs: tuple,
+                preload: tuple[str, ...]) -> tuple[ProcessPoolExecutor, bool]:
+    """A pool for one run_tasks call, and whether that call must shut it down."""
+    if _kept_pools is None:
+        return make_pool(workers, initializer, initargs, preload), True
+    key = (workers, initializer, initargs, preload)
+    for kept_key, pool in _kept_pools:
+        if kept_key == key:
+            return pool, False
+    pool = make_pool(workers, initializer, initargs, preload)
+    _kept_pools.append((key, pool))
+    return pool, False
+
+
+def _forget_pool(pool: ProcessPoolExecutor) -> None:
+    """Drop a broken pool from the kept ones, so the next call starts fresh workers."""
+    if _kept_pools is not None:
+        _kept_pools[:] = [(key, kept) for key, kept in _kept_pools if kept is not pool]
+
+
 def run_tasks(
     fn: Callable[..., Any],
     tasks: Iterable[tuple],
@@ -185,27 +229,31 @@ def run_tasks(
         for task in tasks:
             yield task, fn(*task)
         return
-    with make_pool(workers, initializer, initargs, preload) as pool:
-        pending: dict[Future, tuple] = {}
-        try:
-            while True:
-                while len(pending) < 2 * workers:
-                    task = next(tasks, None)
-                    if task is None:
-                        break
-                    pending[pool.submit(fn, *task)] = task
-                if not pending:
-                    return
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task = pending.pop(future)
-                    yield task, future.result()
-        except BrokenProcessPool as exc:
-            raise WorkerDied(
-                f"a worker process died while {what} (killed, or out of memory?). "
-                "Finished work is kept; run the same command again to resume, or lower "
-                "hardware.workers if memory is short."
-            ) from exc
-        finally:
-            for future in pending:
-                future.cancel()
+    pool, owned = _local_pool(workers, initializer, initargs, preload)
+    pending: dict[Future, tuple] = {}
+    try:
+        while True:
+            while len(pending) < 2 * workers:
+                task = next(tasks, None)
+                if task is None:
+                    break
+                pending[pool.submit(fn, *task)] = task
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = pending.pop(future)
+                yield task, future.result()
+    except BrokenProcessPool as exc:
+        _forget_pool(pool)
+        owned = True
+        raise WorkerDied(
+            f"a worker process died while {what} (killed, or out of memory?). "
+            "Finished work is kept; run the same command again to resume, or lower "
+            "hardware.workers if memory is short."
+        ) from exc
+    finally:
+        for future in pending:
+            future.cancel()
+        if owned:
+            pool.shutdown(wait=True, cancel_futures=True)

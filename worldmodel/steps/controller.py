@@ -68,6 +68,7 @@ from worldmodel import dream, figures, seeding
 from worldmodel.envs import EnvConfig
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.models import MDRNN, VAE, Controller, checkpoint
+from worldmodel.pool import keep_workers
 from worldmodel.rollout import Z_MODES, AgentFiles, DriveSettings, Job, drive_jobs, load_model
 from worldmodel.store import write_json_atomic
 from worldmodel.training import keep_metrics_up_to, save_atomic
@@ -524,8 +525,9 @@ def run(ctx: StepContext) -> dict:
                      "%d generations, sigma0 %g, %s", n_params, params.population,
                      params.rollouts, params.max_steps, params.generations, params.sigma0, where)
         started = time.perf_counter()
-        state = evolve(ctx, params, n_params, fitness, real_score(ctx, params, files),
-                       None if dreamer is None else dream_score(ctx, params, dreamer))
+        with keep_workers():  # one set of workers for every generation and scoring
+            state = evolve(ctx, params, n_params, fitness, real_score(ctx, params, files),
+                           None if dreamer is None else dream_score(ctx, params, dreamer))
         last = figures.read_metrics(ctx.dir / METRICS)[-1]
         summary = {
             "z": params.z, "mode": params.mode, "size": size,
