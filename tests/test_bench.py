@@ -13,6 +13,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
 RATES = {
     "env": ["stock_steps_per_s", "fast_steps_per_s", "ratio"],
     "population": ["pool_steps_per_s", "naive_steps_per_s", "ratio", "worker_peak_rss_mb"],
+    "repeat": ["every_frame_per_s", "repeat_frames_per_s", "ratio"],
     "dream": ["one_thread_steps_per_s", "default_threads_steps_per_s"],
     "vae": ["frames_per_s"],
     "mdrnn": ["timesteps_per_s"],

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 TINY = ["data=tiny", "hardware=cpu", "steps=[collect]", "collect.episodes=2",
         "collect.max_steps=30"]
@@ -64,3 +68,25 @@ def test_whole_tiny_chain_then_everything_is_reused(tmp_path):
     assert evaluation["mean_return"] == pytest.approx(sum(evaluation["returns"]) / 2)
     videos = list(Path(evaluation["path"]).glob("*_episode.*"))
     assert len(videos) == 2 and all(v.stat().st_size > 0 for v in videos)
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tmp_path):
+    """`kill` (or a cluster's time limit) marks the run interrupted and keeps finished episodes."""
+    args = [*TINY[:-2], "collect.episodes=40", "collect.max_steps=200",
+            f"paths.outputs={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, "-m", "worldmodel", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    staging = tmp_path / "store" / "collect"
+    deadline = time.monotonic() + 120
+    while not list(staging.glob(".staging-*/episodes/ep_*.npz")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode != 0
+    assert "interrupted; finished steps are stored" in output
+    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    assert summary["run"]["status"] == "interrupted"
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming" in again.stderr + again.stdout

@@ -11,6 +11,7 @@ Configs live in the repository's conf/ (see README.md for the groups).
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -58,7 +59,14 @@ def app(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM (`kill`, a cluster's time limit or preemption) stops the run as Ctrl-C does:
+    the summary says "interrupted", partial work is kept, and the same command resumes."""
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     if not (CONF_DIR / "config.yaml").is_file():
         sys.exit(
             f"error: worldmodel's configs are not at {CONF_DIR}; install the package from its "
