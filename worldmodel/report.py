@@ -104,6 +104,11 @@ def result_section(summary: dict) -> list[str]:
     ]
 
 
+def acting(action_repeat: int) -> str:
+    return ("C acting on every frame" if action_repeat == 1
+            else f"C acting every {action_repeat} frames (env.action_repeat)")
+
+
 def protocol_lines(name: str, entry: dict, config: dict) -> str:
     """One line saying how a step's numbers were made."""
     c = config.get(name, {}) if isinstance(config.get(name), dict) else {}
@@ -140,7 +145,7 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
         stock = env.get("max_steps") == 1000 and not env.get("domain_randomize")
         rules = "stock CarRacing-v3 rules" if stock else "NOT the stock CarRacing-v3 rules"
         return (f"{fmt(entry.get('episodes'))} episodes of up to {fmt(env.get('max_steps'))} "
-                f"frames ({rules}), C acting every {fmt(env.get('action_repeat', 1))} frame(s), "
+                f"frames ({rules}), {acting(env.get('action_repeat', 1))}, "
                 f"no early stop, seed {seed}; evaluation tracks from "
                 f"[2^30, 2^31), never driven in training: "
                 f"{seed_range(entry.get('track_seeds') or [])}")
@@ -151,10 +156,11 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
 
 def steps_section(summary: dict, manifests: dict[str, dict]) -> list[str]:
     lines = [
-        "| step | key | this run | wall time (this run) | compute time | computed on | "
-        "commit | protocol |",
-        "|---|---|---|---|---|---|---|---|",
+        "| step | key | this run | wall time (this run) | share of the run | compute time | "
+        "computed on | commit | protocol |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    run_seconds = summary.get("run", {}).get("seconds")
     for name in STEPS:
         entry = summary.get(name)
         if not isinstance(entry, dict):
@@ -164,8 +170,11 @@ def steps_section(summary: dict, manifests: dict[str, dict]) -> list[str]:
         device = manifest.get("hardware", {}).get("device", "–")
         commit = (manifest.get("git_commit") or "–")[:12]
         protocol = protocol_lines(name, entry, manifest.get("config", {})).replace("|", "\\|")
+        seconds = entry.get("seconds")
+        share = (f"{100 * seconds / run_seconds:.0f}%" if seconds is not None and run_seconds
+                 else "–")
         lines.append(f"| {name} | `{entry.get('key')}` | {reused} | "
-                     f"{duration(entry.get('seconds'))} | "
+                     f"{duration(seconds)} | {share} | "
                      f"{duration(entry.get('compute_seconds'))} | {device} | {commit} | "
                      f"{protocol} |")
     lines += ["", "*Wall time (this run)*: what the step took in this run (close to 0 when "

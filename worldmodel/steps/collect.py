@@ -129,7 +129,7 @@ def run(ctx: StepContext) -> dict:
                      len(done), params.episodes, len(todo))
     stats = {i: episode_stats(path) for i, path in done.items()}
     workers = min(ctx.hardware.workers, max(len(todo), 1))
-    ctx.log.info("collecting %d episodes of up to %d steps with policy '%s' on %d workers",
+    ctx.log.info("collecting %d episodes of up to %d frames with policy '%s' on %d workers",
                  len(todo), params.max_steps, params.policy, workers)
     tasks = ((i, cfg.seed, cfg.env, params, str(directory)) for i in todo)
     started, frames = time.perf_counter(), 0
