@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every row here")
     args = parser.parse_args(argv)
+    if args.population < 3:
+        parser.error("--population must be >= 3 (as controller.population)")
     vae = args.vae or newest(args.store, "vae")
     mdrnn = args.mdrnn or newest(args.store, "mdrnn")
     print(f"V: {vae}\nM: {mdrnn}", flush=True)

@@ -17,7 +17,7 @@ def test_a_curve_per_repeat_with_the_same_tracks(tmp_path, capsys):
     script = load_script("action_repeat_curve")
     out = tmp_path / "curve.json"
     assert script.main([str(tmp_path), "--repeats", "1", "3", "--generations", "5",
-                        "--population", "2", "--early-stop", "10", "--score-episodes", "1",
+                        "--population", "4", "--early-stop", "10", "--score-episodes", "1",
                         "--workers", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["repeat"], r["generation"]) for r in rows] == [

@@ -329,8 +329,8 @@ def test_bad_settings_are_named():
     params = controller_step.ControllerParams
     with pytest.raises(ConfigError, match=r"controller\.z='median'"):
         controller_step.check_params(params(z="median"), 1)
-    with pytest.raises(ConfigError, match=r"controller\.population=1 must be >= 2"):
-        controller_step.check_params(params(population=1), 1)
+    with pytest.raises(ConfigError, match=r"controller\.population=2 must be >= 3"):
+        controller_step.check_params(params(population=2), 1)
     with pytest.raises(ConfigError, match=r"controller\.early_stop_steps=0"):
         controller_step.check_params(params(early_stop_steps=0), 1)
     with pytest.raises(ConfigError, match=r"controller\.temperature=None must be >= 0"):

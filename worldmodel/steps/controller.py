@@ -137,8 +137,10 @@ def check_params(params: ControllerParams, action_repeat: int) -> None:
         problems.append(f"controller.mode={params.mode!r} must be one of {', '.join(MODES)}")
     if params.z not in Z_MODES:
         problems.append(f"controller.z={params.z!r} must be one of {', '.join(Z_MODES)}")
-    if params.population < 2:
-        problems.append(f"controller.population={params.population} must be >= 2")
+    if params.population < 3:
+        # pycma's step-size adaptation injects a direction into every generation after the
+        # first; with 2 candidates it fails there ("Found unused injected direction").
+        problems.append(f"controller.population={params.population} must be >= 3")
     for name in ("rollouts", "generations", "max_steps", "score_every", "score_episodes"):
         if getattr(params, name) < 1:
             problems.append(f"controller.{name}={getattr(params, name)} must be >= 1")
