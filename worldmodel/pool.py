@@ -246,7 +246,7 @@ def run_tasks(
                 yield task, future.result()
     except BrokenProcessPool as exc:
         _forget_pool(pool)
-        owned = True
+        owned = True  # broken: shut it down below even if it was a kept one
         raise WorkerDied(
             f"a worker process died while {what} (killed, or out of memory?). "
             "Finished work is kept; run the same command again to resume, or lower "

@@ -53,9 +53,9 @@ class EnvConfig:
     # Side of the square frames the models see.
     frame_size: int = 64
     # Simulated frames per agent step: each action is held this many frames and only the last
-    # frame is observed (its rewards are summed). CarRacing spends ~98% of a step drawing the
-    # frame and ~0.07 ms on physics, and FastCarRacing skips drawing the frames nobody sees, so
-    # driving costs about 1/action_repeat per frame. Episode lengths (env.max_steps,
+    # frame is observed (its rewards are summed). Drawing is nearly all of a CarRacing step and
+    # FastCarRacing skips the frames nobody sees, so the agent loop runs 3.8x the simulated
+    # frames/s at 4 (scripts/bench.py, docs/benchmarks.md). Episode lengths (env.max_steps,
     # collect.max_steps, controller.max_steps, controller.early_stop_steps) stay in frames, the
     # game's clock; positions in stored episodes (vae.skip_frames, mdrnn.seq_len, dream_start)
     # count agent steps. 1 is the original's agent, acting on every frame.
@@ -99,18 +99,18 @@ class ActionRepeat(gymnasium.Wrapper):
     def __init__(self, env: gymnasium.Env, repeat: int):
         super().__init__(env)
         self.repeat = repeat
+        self.can_skip = isinstance(env.unwrapped, FastCarRacing)  # stock draws every frame
 
     def step(self, action):
         base = self.env.unwrapped
-        can_skip = isinstance(base, FastCarRacing)
         total_reward = 0.0
         for frame in range(1, self.repeat + 1):
-            if can_skip:
+            if self.can_skip:
                 base.skip_state_frame = frame < self.repeat
             try:
                 observation, reward, terminated, truncated, info = self.env.step(action)
             finally:
-                if can_skip:
+                if self.can_skip:
                     base.skip_state_frame = False
             total_reward += float(reward)
             if terminated or truncated:
