@@ -301,6 +301,76 @@ def test_a_killed_dream_search_resumes_to_the_uninterrupted_result(dreamed, tmp_
                                      read_metrics(reference / "metrics.jsonl")])
 
 
+def pretrain_config():
+    """Real mode with 2 generations of dream pre-training (as dream_config's), then 2 real."""
+    return tiny_config(**{"controller.dream_generations": 2, "controller.temperature": 1.15,
+                          "controller.generations": 2})
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def untimed(rows: list[dict]) -> list[dict]:
+    """Metric rows without their timings, which differ from run to run."""
+    timed = ("time", "seconds", "per_s")
+    return [{k: v for k, v in row.items() if not k.endswith(timed)} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> dict:
+    return runner(tmp_path_factory.mktemp("pretrain"), workers=2, cfg=pretrain_config()).run(
+        ["controller"])
+
+
+def test_dream_pretraining_dreams_first_then_drives(pretrained, dreamed):
+    path = Path(pretrained["controller"]["path"])
+    rows = read_rows(path)
+    assert [row["generation"] for row in rows] == [1, 2, 3, 4]
+    for row in rows[:2]:
+        assert row["controller/env_steps"] == 0 and row["controller/dream_steps"] > 0
+    for row in rows[2:]:
+        assert row["controller/env_steps"] > 0 and "controller/dream_steps" not in row
+    # The dream generations are dream mode's, candidate for candidate (same CMA-ES samples,
+    # dream starts and noise).
+    dream_rows = read_rows(Path(dreamed["controller"]["path"]))
+    for name in ("best", "mean", "worst", "sigma"):
+        assert ([row[f"controller/{name}"] for row in rows[:2]]
+                == [row[f"controller/{name}"] for row in dream_rows[:2]])
+    # Scored once at the end of the pre-training, then every score_every (2) real generations,
+    # always in the real game only.
+    scored = [row for row in rows if "controller/score_mean" in row]
+    assert [row["generation"] for row in scored] == [2, 4]
+    assert not any("controller/dream_score_mean" in row for row in rows)
+    info = json.loads((path / "controller.json").read_text())
+    assert info["mode"] == "real" and info["generations"] == 4
+    assert info["dream_generations"] == 2 and info["temperature"] == 1.15
+    assert info["pretrained_score"] == scored[0]["controller/score_mean"]
+    assert info["dream_steps"] == sum(row["controller/dream_steps"] for row in rows[:2])
+    assert not (path / controller_step.DREAM_GIF).exists()
+
+
+def test_a_search_killed_after_its_dream_generations_resumes_in_the_real_game(
+        pretrained, tmp_path, monkeypatch):
+    save = controller_step.save_state
+
+    def killed_after_generation_2(path, state):
+        save(path, state)
+        if state.generation == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(controller_step, "save_state", killed_after_generation_2)
+    with pytest.raises(KeyboardInterrupt):
+        runner(tmp_path, workers=1, cfg=pretrain_config()).run(["controller"])
+    monkeypatch.setattr(controller_step, "save_state", save)
+    resumed = runner(tmp_path, workers=1, cfg=pretrain_config()).run(["controller"])
+    path = Path(resumed["controller"]["path"])
+    reference = Path(pretrained["controller"]["path"])
+    for name in ("controller.pt", "es_mean.pt"):
+        assert np.array_equal(load_flat(path / name), load_flat(reference / name))
+    assert untimed(read_rows(path)) == untimed(read_rows(reference))
+
+
 def test_dream_mode_needs_the_encoded_episodes(tmp_path):
     table = tuple(step if step.name != "controller" else Step(
         step.name, step.run, inputs=("vae", "mdrnn"), reads=step.reads, config=step.config,
@@ -335,7 +405,16 @@ def test_bad_settings_are_named():
         controller_step.check_params(params(early_stop_steps=0), 1)
     with pytest.raises(ConfigError, match=r"controller\.temperature=None must be >= 0"):
         controller_step.check_params(params(mode="dream"), 1)
-    with pytest.raises(ConfigError, match=r"temperature is used by controller=dream only"):
+    with pytest.raises(ConfigError, match=r"temperature is used by controller=dream and by "
+                                           r"dream pre-training"):
         controller_step.check_params(params(temperature=1.0), 1)
+    with pytest.raises(ConfigError, match=r"controller\.temperature=None must be >= 0 in dream "
+                                           r"mode and for dream pre-training"):
+        controller_step.check_params(params(dream_generations=5), 1)
+    with pytest.raises(ConfigError, match=r"dream_generations is for controller=real"):
+        controller_step.check_params(params(mode="dream", temperature=1.0,
+                                            dream_generations=5), 1)
+    with pytest.raises(ConfigError, match=r"controller\.dream_generations=-1 must be >= 0"):
+        controller_step.check_params(params(dream_generations=-1), 1)
     with pytest.raises(ConfigError, match=r"controller\.dream_horizon=None must be >= 1"):
         controller_step.check_params(params(mode="dream", temperature=1.0, max_steps=50), 1)

@@ -39,6 +39,12 @@ chooses the kept controller; every scoring also scores the same two controllers 
 (dream_score_mean, dream_score_best: score_episodes fixed episodes and seeds), so the figure
 shows the dream's score next to the real one: the gap is how much C exploits M's mistakes.
 
+Dream pre-training. In real mode, controller.dream_generations > 0 first runs that many
+generations in the dream (as dream mode does, at controller.temperature), then
+controller.generations in the real game, continuing the same CMA-ES: its mean, step size and
+covariance are where the dream left them. The end of the pre-training is scored once (summary:
+pretrained_score, what the dream alone made of C), then every score_every real generations.
+
 Resume. After every generation the ES (pickled, with its private random generator) and the
 best-so-far are saved atomically to es_state.pkl, which is read only from this step's own
 staging directory and deleted once controller.pt is written. CMA-ES draws its samples from a
@@ -122,6 +128,10 @@ class ControllerParams:
     dream_horizon: int | None = None
     """Dream mode: agent steps per dream at most; null: max_steps / env.action_repeat -
     dream_start, so a dream spans what is left of a real episode."""
+    dream_generations: int = 0
+    """Real mode: generations inside M's dream before the real ones (dream pre-training, with
+    temperature, dream_start and dream_horizon as in dream mode); the real search continues
+    from where the dream left CMA-ES. 0: none."""
 
 
 @dataclass
@@ -149,10 +159,15 @@ def check_params(params: ControllerParams, action_repeat: int) -> None:
     if params.early_stop_steps is not None and params.early_stop_steps < 1:
         problems.append(f"controller.early_stop_steps={params.early_stop_steps} must be >= 1 "
                         "or null")
-    if params.mode == "dream":
+    if params.dream_generations < 0:
+        problems.append(f"controller.dream_generations={params.dream_generations} must be >= 0")
+    if params.mode == "dream" and params.dream_generations:
+        problems.append("controller.dream_generations is for controller=real (dream "
+                        "pre-training); controller=dream dreams every generation already")
+    if dreams(params):
         if params.temperature is None or params.temperature < 0:
             problems.append(f"controller.temperature={params.temperature} must be >= 0 in "
-                            "dream mode")
+                            "dream mode and for dream pre-training")
         if params.dream_start < 0:
             problems.append(f"controller.dream_start={params.dream_start} must be >= 0")
         if dream_horizon(params, action_repeat) < 1:
@@ -161,9 +176,20 @@ def check_params(params: ControllerParams, action_repeat: int) -> None:
                             ">= 1 then)")
     elif params.temperature is not None:
         # A temperature sweep in real mode would train the same controller once per tau.
-        problems.append("controller.temperature is used by controller=dream only")
+        problems.append("controller.temperature is used by controller=dream and by dream "
+                        "pre-training (controller.dream_generations > 0) only")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def dreams(params: ControllerParams) -> bool:
+    """Whether the search dreams inside M: in dream mode, or to pre-train in real mode."""
+    return params.mode == "dream" or params.dream_generations > 0
+
+
+def total_generations(params: ControllerParams) -> int:
+    """Dream pre-training generations, then `generations` more (real mode), or `generations`."""
+    return params.dream_generations + params.generations
 
 
 # --- fitness -----------------------------------------------------------------------------------
@@ -294,13 +320,24 @@ def dream_score(ctx: StepContext, params: ControllerParams, dreamer: dream.Dream
 
 def make_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles,
                  dreamer: dream.Dreamer | None = None) -> FitnessFn:
-    """The fitness of controller.mode: driving the real track, or dreaming inside M (dreamer).
-    Scoring stays in the real environment either way (real_score)."""
+    """The fitness of controller.mode: driving the real track, or dreaming inside M (dreamer);
+    in real mode with dream pre-training, dreaming up to generation dream_generations and
+    driving after it. Scoring stays in the real environment either way (real_score)."""
+    if dreams(params) and dreamer is None:
+        raise ValueError("dreaming needs a Dreamer (make_dreamer)")
     if params.mode == "dream":
-        if dreamer is None:
-            raise ValueError("dream mode needs a Dreamer (make_dreamer)")
         return dream_fitness(ctx, params, dreamer)
-    return real_fitness(ctx, params, files)
+    real = real_fitness(ctx, params, files)
+    if not params.dream_generations:
+        return real
+    dreamed = dream_fitness(ctx, params, dreamer)
+
+    def pretrained(generation: int, candidates: np.ndarray) -> Evaluation:
+        if generation <= params.dream_generations:
+            return dreamed(generation, candidates)
+        return real(generation, candidates)
+
+    return pretrained
 
 
 # --- the search --------------------------------------------------------------------------------
@@ -372,7 +409,13 @@ def load_state(directory: Path) -> SearchState | None:
 
 
 def should_score(generation: int, params: ControllerParams) -> bool:
-    return generation % params.score_every == 0 or generation == params.generations
+    """Every score_every generations and at the last; with dream pre-training, once at its end
+    (what the dream alone achieved) and then every score_every real generations."""
+    pretraining = params.dream_generations  # 0 in dream mode (check_params)
+    if generation <= pretraining:
+        return generation == pretraining
+    return ((generation - pretraining) % params.score_every == 0
+            or generation == total_generations(params))
 
 
 def run_scoring(state: SearchState, best_candidate: np.ndarray, generation: int,
@@ -392,17 +435,17 @@ def run_scoring(state: SearchState, best_candidate: np.ndarray, generation: int,
 
 def evolve(ctx: StepContext, params: ControllerParams, n_params: int, fitness: FitnessFn,
            score: ScoreFn, dream_score: ScoreFn | None = None) -> SearchState:
-    """Run (or continue) CMA-ES for params.generations; returns the final state.
+    """Run (or continue) CMA-ES for total_generations(params); returns the final state.
 
     dream_score (dream mode) scores the same two controllers as `score`, inside M."""
     state = load_state(ctx.dir) or SearchState(es=new_es(n_params, params))
     keep_metrics_up_to(ctx.dir / METRICS, state.generation, index="generation")
+    total = total_generations(params)
     if state.generation:
-        ctx.log.info("resuming after generation %d of %d", state.generation, params.generations)
-    bar = tqdm(total=params.generations, initial=state.generation, unit="gen",
-               desc="controller")
+        ctx.log.info("resuming after generation %d of %d", state.generation, total)
+    bar = tqdm(total=total, initial=state.generation, unit="gen", desc="controller")
     with bar:
-        for generation in range(state.generation + 1, params.generations + 1):
+        for generation in range(state.generation + 1, total + 1):
             started = time.perf_counter()
             state.es.opts["randn"].generator = ctx.rng("cma", generation)
             solutions = state.es.ask()
@@ -442,8 +485,10 @@ def evolve(ctx: StepContext, params: ControllerParams, n_params: int, fitness: F
 
 def generation_line(generation: int, params: ControllerParams, m: dict, state: SearchState
                     ) -> str:
-    line = (f"generation {generation}/{params.generations}: fitness best {m['best']:.1f} / "
-            f"mean {m['mean']:.1f} / worst {m['worst']:.1f}, sigma {m['sigma']:.4f}, "
+    where = " (dream)" if "dream_steps" in m and params.mode == "real" else ""
+    line = (f"generation {generation}/{total_generations(params)}{where}: fitness best "
+            f"{m['best']:.1f} / mean {m['mean']:.1f} / worst {m['worst']:.1f}, "
+            f"sigma {m['sigma']:.4f}, "
             f"{m['seconds']:.1f} s, {m['steps_per_s']:.0f} env steps/s")
     if "dream_steps_per_s" in m:
         line += f", {m['dream_steps_per_s']:.0f} dream steps/s"
@@ -461,27 +506,36 @@ def generation_line(generation: int, params: ControllerParams, m: dict, state: S
 
 
 def make_figure(step_dir: Path, out_dir: Path) -> Path:
-    """Draw cma_es.png from a controller result's metrics.jsonl alone."""
+    """Draw cma_es.png from a controller result's metrics.jsonl alone.
+
+    Fitness from M's dream (dream mode, dream pre-training) and from the real game are drawn as
+    separate curves: their numbers are not comparable."""
     rows = figures.read_metrics(step_dir / METRICS)
     x = [row["generation"] for row in rows]
+    dreamed = ["controller/dream_steps" in row for row in rows]
 
-    def column(name: str) -> tuple[list, list]:
-        return x, [row.get(f"controller/{name}") for row in rows]
+    def column(name: str, kind: bool | None = None) -> tuple[list, list]:
+        return x, [row.get(f"controller/{name}") if kind is None or d == kind else None
+                   for row, d in zip(rows, dreamed, strict=True)]
 
-    dreamed = any("controller/dream_steps" in row for row in rows)
-    where = " (dream)" if dreamed else ""
-    series = {f"best candidate{where}": column("best"),
-              f"population mean{where}": column("mean"),
-              f"worst candidate{where}": column("worst"),
-              "score: CMA-ES mean": column("score_mean"),
-              "score: generation's best": column("score_best")}
-    if dreamed:
-        series = {name.replace("score:", "real score:"): xy for name, xy in series.items()}
+    series = {}
+    for kind in (True, False):
+        if kind in dreamed:
+            where = " (dream)" if kind else ""
+            series.update({f"best candidate{where}": column("best", kind),
+                           f"population mean{where}": column("mean", kind),
+                           f"worst candidate{where}": column("worst", kind)})
+    score = "real score:" if any(dreamed) else "score:"
+    series.update({f"{score} CMA-ES mean": column("score_mean"),
+                   f"{score} generation's best": column("score_best")})
+    if any("controller/dream_score_mean" in row for row in rows):
         series["dream score: CMA-ES mean"] = column("dream_score_mean")
         series["dream score: generation's best"] = column("dream_score_best")
     title = "C: CMA-ES fitness per generation and periodic scores"
-    if dreamed:
+    if all(dreamed):
         title = "C trained in M's dream: dream fitness, dream and real scores"
+    elif any(dreamed):
+        title = "C: pre-trained in M's dream, then evolved in the real game"
     return figures.curves(series, out_dir / FIGURE, "generation", "mean return", title=title)
 
 
@@ -513,24 +567,29 @@ def run(ctx: StepContext) -> dict:
     check_params(params, cfg.env.action_repeat)
     files = AgentFiles(str(ctx.inputs["vae"].path / "model.pt"),
                        str(ctx.inputs["mdrnn"].path / "model.pt"), cfg.env)
-    dreamer = make_dreamer(ctx, params, files) if params.mode == "dream" else None
+    dreamer = make_dreamer(ctx, params, files) if dreams(params) else None
     fitness = make_fitness(ctx, params, files, dreamer)
+    in_dream = params.mode == "dream"
     if (ctx.dir / MODEL).exists():
         ctx.log.info("the search finished in an earlier run; drawing the figure")
     else:
         size = controller_size(files)
         n_params = Controller(**size).num_params
-        where = (f"in the dream on {ctx.hardware.device} (tau {params.temperature}), scored "
-                 f"in the real game on {ctx.hardware.workers} workers" if dreamer is not None
-                 else f"in the real game on {ctx.hardware.workers} workers")
+        real = f"in the real game on {ctx.hardware.workers} workers"
+        dreamt = f"in the dream on {ctx.hardware.device} (tau {params.temperature})"
+        where = (f"{params.generations} generations {dreamt}, scored {real}" if in_dream else
+                 f"{params.generations} generations {real}")
+        if params.dream_generations:
+            where = f"{params.dream_generations} generations {dreamt}, then {where}"
         ctx.log.info("CMA-ES on %d parameters: population %d x %d rollouts of up to %d frames, "
-                     "%d generations, sigma0 %g, %s", n_params, params.population,
-                     params.rollouts, params.max_steps, params.generations, params.sigma0, where)
+                     "%s; sigma0 %g", n_params, params.population, params.rollouts,
+                     params.max_steps, where, params.sigma0)
         started = time.perf_counter()
         with keep_workers():  # one set of workers for every generation and scoring
             state = evolve(ctx, params, n_params, fitness, real_score(ctx, params, files),
-                           None if dreamer is None else dream_score(ctx, params, dreamer))
-        last = figures.read_metrics(ctx.dir / METRICS)[-1]
+                           dream_score(ctx, params, dreamer) if in_dream else None)
+        rows = figures.read_metrics(ctx.dir / METRICS)
+        last = rows[-1]
         summary = {
             "z": params.z, "mode": params.mode, "size": size,
             "best_score": state.best_score, "best_generation": state.best_generation,
@@ -543,18 +602,21 @@ def run(ctx: StepContext) -> dict:
             "search_seconds": round(time.perf_counter() - started, 3),
         }
         if dreamer is not None:
-            scored = [row for row in figures.read_metrics(ctx.dir / METRICS)
-                      if "controller/dream_score_mean" in row]
-            summary.update(
-                temperature=params.temperature, dream_start=params.dream_start,
-                dream_horizon=dreamer.horizon, dream_steps=state.dream_steps,
-                final_dream_score=scored[-1]["controller/dream_score_mean"],
-                final_real_score=scored[-1]["controller/score_mean"],
-            )
+            summary.update(temperature=params.temperature, dream_start=params.dream_start,
+                           dream_horizon=dreamer.horizon, dream_steps=state.dream_steps)
+        if in_dream:
+            scored = [row for row in rows if "controller/dream_score_mean" in row]
+            summary.update(final_dream_score=scored[-1]["controller/dream_score_mean"],
+                           final_real_score=scored[-1]["controller/score_mean"])
+        if params.dream_generations:
+            # What the dream alone made of C: the real score at the end of pre-training.
+            summary.update(dream_generations=params.dream_generations, pretrained_score=next(
+                row["controller/score_mean"] for row in rows
+                if row["generation"] == params.dream_generations))
         # controller.json before controller.pt: a result with the model has its summary.
         write_json_atomic(ctx.dir / SUMMARY, summary)
         save_controller(ctx.dir / MEAN_MODEL, np.asarray(state.es.result.xfavorite), size)
-        if dreamer is not None:
+        if in_dream:
             write_best_dream(dreamer, files, state.best_params, ctx.derive_seed("dream", "gif"),
                              ctx.dir / DREAM_GIF)
         save_controller(ctx.dir / MODEL, state.best_params, size)
