@@ -5,7 +5,8 @@ with test_evaluate_step.py). Covers: CMA-ES improves a toy fitness through the g
 loop; a tiny real-mode run completes and writes its files; a run killed after generation 1
 resumes to exactly the controller of an uninterrupted run (which used another worker count);
 a dying worker raises WorkerDied instead of hanging; a tiny dream-mode run trains in M, scores
-in the real environment and evaluates, and resumes exactly too.
+in the real environment and evaluates, and resumes exactly too; dream pre-training dreams its
+generations exactly as dream mode would, then drives, and resumes across the switch.
 """
 
 from __future__ import annotations

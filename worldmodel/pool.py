@@ -170,12 +170,34 @@ def keep_workers() -> Iterator[None]:
         yield
         return
     _kept_pools = []
+    interrupted = True
     try:
         yield
+        interrupted = False
     finally:
         pools, _kept_pools = _kept_pools, None
         for _, pool in pools:
-            pool.shutdown(cancel_futures=True)
+            stop_pool(pool, interrupted)
+
+
+def stop_pool(pool: ProcessPoolExecutor, interrupted: bool) -> None:
+    """Shut a pool down; after an interruption (Ctrl-C, SIGTERM, an error) without waiting.
+
+    Waiting would let the workers finish the episodes they are driving, which nobody will
+    read, for up to minutes; SIGTERM reaches only this process, and a second signal during
+    that wait would leave the workers running on as orphans. So they are terminated.
+    """
+    if not interrupted:
+        pool.shutdown(wait=True, cancel_futures=True)
+        return
+    # ProcessPoolExecutor has no public way to stop running workers before Python 3.14
+    # (terminate_workers); its pid -> Process map is the only handle on them.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def _local_pool(workers: int, initializer: Callable[..., None] | None, initargs: tuple,
@@ -231,6 +253,7 @@ def run_tasks(
         return
     pool, owned = _local_pool(workers, initializer, initargs, preload)
     pending: dict[Future, tuple] = {}
+    interrupted = True  # until every task is done: a Ctrl-C, an error, a caller that stops
     try:
         while True:
             while len(pending) < 2 * workers:
@@ -239,6 +262,7 @@ def run_tasks(
                     break
                 pending[pool.submit(fn, *task)] = task
             if not pending:
+                interrupted = False
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -256,4 +280,4 @@ def run_tasks(
         for future in pending:
             future.cancel()
         if owned:
-            pool.shutdown(wait=True, cancel_futures=True)
+            stop_pool(pool, interrupted)
