@@ -67,7 +67,7 @@ def test_whole_tiny_chain_then_everything_is_reused(tmp_path):
     assert evaluation["episodes"] == len(evaluation["returns"]) == 2
     assert evaluation["mean_return"] == pytest.approx(sum(evaluation["returns"]) / 2)
     videos = list(Path(evaluation["path"]).glob("*_episode.*"))
-    assert len(videos) == 2 and all(v.stat().st_size > 0 for v in videos)
+    assert len(videos) == 3 and all(v.stat().st_size > 0 for v in videos)  # best, median, worst
 
 
 def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tmp_path):

@@ -46,11 +46,12 @@ def test_hardware_options_inherit_every_key_from_auto():
         assert hw.device == name
 
 
-def test_dream_inherits_real_and_adds_temperature():
+def test_dream_inherits_real_and_sets_temperature():
     real = compose_config(["controller=real"]).controller
     dream = compose_config(["controller=dream"]).controller
-    assert set(real) < set(dream)
+    assert set(real) == set(dream)  # real holds the dream keys too, for dream pre-training
     assert dream.mode == "dream" and real.mode == "real"
+    assert real.temperature is None and dream.temperature == 1.15
 
 
 def test_data_presets_set_effort_knobs():

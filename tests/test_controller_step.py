@@ -82,7 +82,8 @@ TABLE = (
     Step(
         "evaluate", evaluate_step.run, inputs=("vae", "mdrnn", "controller"),
         reads=("seed", "env", "evaluate"), config=evaluate_step.EvaluateConfig,
-        writes=("returns.json", "returns.png", "best_episode.*", "median_episode.*"),
+        writes=("returns.json", "returns.png", "best_episode.*", "median_episode.*",
+                "worst_episode.*"),
         not_in_identity=("env.renderer",),
     ),
 )

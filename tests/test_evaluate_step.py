@@ -58,7 +58,7 @@ def test_histogram_and_videos_are_written_and_replays_match(evaluated, caplog):
     assert (path / "returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (path / "episodes.jsonl").exists()
     stored = json.loads((path / "returns.json").read_text())
-    for name in ("best_episode", "median_episode"):
+    for name in ("best_episode", "median_episode", "worst_episode"):
         [video] = path.glob(name + ".*")
         assert video.name in summary["evaluate"]["videos"]
         steps = stored["episode_results"][stored["videos"][name]]["steps"]
@@ -70,6 +70,7 @@ def test_histogram_and_videos_are_written_and_replays_match(evaluated, caplog):
     returns = summary["evaluate"]["returns"]
     assert returns[stored["videos"]["best_episode"]] == max(returns)
     assert returns[stored["videos"]["median_episode"]] == sorted(returns)[(EPISODES - 1) // 2]
+    assert returns[stored["videos"]["worst_episode"]] == min(returns)
 
 
 def test_one_and_two_workers_give_the_same_returns(evaluated, caplog):

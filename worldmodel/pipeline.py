@@ -42,7 +42,8 @@ STEPS: tuple[Step, ...] = (
     Step(
         "evaluate", evaluate.run, inputs=("vae", "mdrnn", "controller"),
         reads=("seed", "env", "evaluate"), config=evaluate.EvaluateConfig,
-        writes=("returns.json", "returns.png", "best_episode.*", "median_episode.*"),
+        writes=("returns.json", "returns.png", "best_episode.*", "median_episode.*",
+                "worst_episode.*"),
         not_in_identity=("env.renderer",),
     ),
     Step(

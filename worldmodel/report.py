@@ -23,7 +23,7 @@ REPORT = "report.md"
 STEPS = ("collect", "vae", "encode", "mdrnn", "controller", "evaluate", "figures")
 TITLES = {"vae": "V: the VAE", "mdrnn": "M: the MDN-RNN", "controller": "C: CMA-ES",
           "evaluate": "The agent on unseen tracks"}
-VIDEOS = ("best_episode", "median_episode")
+VIDEOS = ("best_episode", "median_episode", "worst_episode")
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

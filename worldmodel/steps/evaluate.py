@@ -7,10 +7,11 @@ Outputs, in the step's directory:
     returns.json                    every episode (track seed, return, steps, lap finished)
                                     and the summary: mean, std, min, max, fraction >= 900
     returns.png                     histogram of the returns
-    best_episode.mp4, median_episode.mp4
-                                    the best and the median episode as the 600x400 picture
-                                    CarRacing renders (GIF, smaller, when imageio-ffmpeg is
-                                    not installed)
+    best_episode.mp4, median_episode.mp4, worst_episode.mp4
+                                    the best, the median and the worst episode as the 600x400
+                                    picture CarRacing renders (GIF, smaller, when
+                                    imageio-ffmpeg is not installed): the worst shows how the
+                                    agent fails
 
 Rules. The stock CarRacing-v3 episode: up to env.max_steps (1000) frames, no early stop,
 terminated when every tile is visited or the car leaves the playfield. Episode i drives track
@@ -19,8 +20,8 @@ trained to (controller.json's z); with z = sample, episode i's noise comes from
 (seed, "evaluate", "z", i). Episodes run in parallel, a few per worker, and the results do not
 depend on the number of workers.
 
-Videos. Nothing is stored while the episodes run; the best and the median episode are driven
-again afterwards, deterministically, with rendering on.
+Videos. Nothing is stored while the episodes run; the best, the median and the worst episode
+are driven again afterwards, deterministically, with rendering on.
 
 Resume. Finished episodes are appended to episodes.jsonl as they come in; a killed run drives
 only the others.
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
 RESULTS = "returns.json"
 PROGRESS = "episodes.jsonl"
 HISTOGRAM = "returns.png"
-VIDEOS = ("best_episode", "median_episode")
+VIDEOS = ("best_episode", "median_episode", "worst_episode")
 SOLVED = 900.0  # CarRacing-v0's "solved" threshold, which the paper compares against
 EPISODES_PER_TASK = 4  # episodes a worker drives together (one batch through V)
 STOCK_MAX_STEPS = 1000  # CarRacing-v3's TimeLimit
@@ -238,9 +239,11 @@ def histogram(returns: list[float], path: Path, title: str) -> Path:
 
 
 def pick_videos(rows: list[dict]) -> dict[str, int]:
-    """Episode indices of the best and the median return (the lower middle one for even N)."""
+    """Episode indices of the best, the median (the lower middle one for even N) and the worst
+    return."""
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["return"], i))
-    return {"best_episode": order[-1], "median_episode": order[(len(order) - 1) // 2]}
+    return {"best_episode": order[-1], "median_episode": order[(len(order) - 1) // 2],
+            "worst_episode": order[0]}
 
 
 def run(ctx: StepContext) -> dict:
