@@ -127,6 +127,22 @@ def two_workers(tmp_path_factory) -> dict:
     return runner(tmp_path_factory.mktemp("controller"), workers=2).run(["controller"])
 
 
+def killed_after(monkeypatch, generation: int, run) -> None:
+    """Run `run()` with the search killed (as by a Ctrl-C) right after `generation` was saved;
+    then restore the real save_state, so a second run resumes from there."""
+    save = controller_step.save_state
+
+    def killed(path, state):
+        save(path, state)
+        if state.generation == generation:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(controller_step, "save_state", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(controller_step, "save_state", save)
+
+
 # --- tests -------------------------------------------------------------------------------------
 
 
@@ -192,20 +208,10 @@ def test_the_figure_is_redrawn_from_metrics_alone(two_workers, tmp_path):
 
 def test_a_killed_search_resumes_to_the_uninterrupted_result(two_workers, tmp_path,
                                                              monkeypatch):
-    save = controller_step.save_state
-
-    def killed_after_generation_1(path, state):
-        save(path, state)
-        if state.generation == 1:
-            raise KeyboardInterrupt  # as a Ctrl-C right after generation 1 was saved
-
-    monkeypatch.setattr(controller_step, "save_state", killed_after_generation_1)
-    with pytest.raises(KeyboardInterrupt):
-        runner(tmp_path, workers=1).run(["controller"])
+    killed_after(monkeypatch, 1, lambda: runner(tmp_path, workers=1).run(["controller"]))
     [staging] = (tmp_path / "store" / "controller").glob(".staging-*")
     assert controller_step.load_state(staging).generation == 1
 
-    monkeypatch.setattr(controller_step, "save_state", save)
     evaluated = []
     fitness = controller_step.real_fitness
 
@@ -279,17 +285,8 @@ def test_a_tiny_dream_run_trains_in_m_scores_for_real_and_evaluates(dreamed):
 
 def test_a_killed_dream_search_resumes_to_the_uninterrupted_result(dreamed, tmp_path,
                                                                    monkeypatch):
-    save = controller_step.save_state
-
-    def killed_after_generation_1(path, state):
-        save(path, state)
-        if state.generation == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(controller_step, "save_state", killed_after_generation_1)
-    with pytest.raises(KeyboardInterrupt):
-        runner(tmp_path, workers=1, cfg=dream_config()).run(["controller"])
-    monkeypatch.setattr(controller_step, "save_state", save)
+    killed_after(monkeypatch, 1, lambda: runner(tmp_path, workers=1, cfg=dream_config()).run(
+        ["controller"]))
     np.random.seed(54321)
     torch.manual_seed(54321)  # dreams draw from their own generators, not torch's global one
     resumed = runner(tmp_path, workers=1, cfg=dream_config()).run(["controller"])["controller"]
@@ -354,17 +351,8 @@ def test_dream_pretraining_dreams_first_then_drives(pretrained, dreamed):
 
 def test_a_search_killed_after_its_dream_generations_resumes_in_the_real_game(
         pretrained, tmp_path, monkeypatch):
-    save = controller_step.save_state
-
-    def killed_after_generation_2(path, state):
-        save(path, state)
-        if state.generation == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(controller_step, "save_state", killed_after_generation_2)
-    with pytest.raises(KeyboardInterrupt):
-        runner(tmp_path, workers=1, cfg=pretrain_config()).run(["controller"])
-    monkeypatch.setattr(controller_step, "save_state", save)
+    killed_after(monkeypatch, 2, lambda: runner(tmp_path, workers=1, cfg=pretrain_config()).run(
+        ["controller"]))
     resumed = runner(tmp_path, workers=1, cfg=pretrain_config()).run(["controller"])
     path = Path(resumed["controller"]["path"])
     reference = Path(pretrained["controller"]["path"])
