@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from tests.test_summarize import load_script
@@ -31,9 +32,5 @@ def test_a_curve_per_repeat_with_the_same_tracks(tmp_path, capsys):
 
 def test_a_store_without_models_says_what_to_run(tmp_path):
     script = load_script("action_repeat_curve")
-    try:
+    with pytest.raises(SystemExit, match=r"steps=\[vae\]"):
         script.main([str(tmp_path)])
-    except SystemExit as stop:
-        assert "steps=[vae]" in str(stop)
-    else:
-        raise AssertionError("expected an error naming the missing model")
