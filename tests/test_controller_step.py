@@ -24,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config, make_runner
-from worldmodel import rollout
+from worldmodel import pipeline, rollout
 from worldmodel.config import config_slice, typed
 from worldmodel.errors import ConfigError
 from worldmodel.hardware import Hardware
@@ -72,20 +72,7 @@ TABLE = (
     Step("vae", fake_vae, reads=("seed",), writes=("model.pt",)),
     Step("encode", fake_encode, inputs=("vae",), reads=("seed",), writes=("latents/ep_*.npz",)),
     Step("mdrnn", fake_mdrnn, inputs=("vae",), reads=("seed",), writes=("model.pt",)),
-    Step(
-        "controller", controller_step.run, inputs=("vae", "encode", "mdrnn"),
-        reads=("seed", "env", "controller"), config=controller_step.ControllerStepConfig,
-        writes=("controller.pt", "es_mean.pt", "controller.json", "metrics.jsonl",
-                "cma_es.png"),
-        not_in_identity=("env.renderer",),
-    ),
-    Step(
-        "evaluate", evaluate_step.run, inputs=("vae", "mdrnn", "controller"),
-        reads=("seed", "env", "evaluate"), config=evaluate_step.EvaluateConfig,
-        writes=("returns.json", "returns.png", "best_episode.*", "median_episode.*",
-                "worst_episode.*"),
-        not_in_identity=("env.renderer",),
-    ),
+    *(step for step in pipeline.STEPS if step.name in ("controller", "evaluate")),
 )
 
 TINY = {"controller.population": 4, "controller.rollouts": 1, "controller.max_steps": 60,

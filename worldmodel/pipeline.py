@@ -42,8 +42,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "evaluate", evaluate.run, inputs=("vae", "mdrnn", "controller"),
         reads=("seed", "env", "evaluate"), config=evaluate.EvaluateConfig,
-        writes=("returns.json", "returns.png", "best_episode.*", "median_episode.*",
-                "worst_episode.*"),
+        writes=(evaluate.RESULTS, evaluate.HISTOGRAM, *(f"{name}.*" for name in evaluate.VIDEOS)),
         not_in_identity=("env.renderer",),
     ),
     Step(
