@@ -26,10 +26,10 @@ import numpy as np
 
 from worldmodel import seeding
 from worldmodel.envs import EnvConfig
-from worldmodel.models import Controller
+from worldmodel.models import Controller, controller_size
 from worldmodel.pool import keep_workers
 from worldmodel.rollout import AgentFiles, DriveSettings
-from worldmodel.steps.controller import controller_size, drive_mean_returns
+from worldmodel.steps.controller import drive_mean_returns
 
 SCORE_EVERY = 5
 
@@ -43,7 +43,7 @@ def newest(store: Path, step: str) -> Path:
 
 
 def curve(files: AgentFiles, args: argparse.Namespace) -> list[dict]:
-    n_params = Controller(**controller_size(files)).num_params
+    n_params = Controller(**controller_size(Path(files.vae), Path(files.mdrnn))).num_params
     es = cma.CMAEvolutionStrategy(np.zeros(n_params), 0.1,
                                   {"popsize": args.population, "seed": args.seed + 1,
                                    "verbose": -9})

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pygame
 
-from worldmodel import seeding
+from worldmodel import layout, seeding
 from worldmodel.envs import RENDERERS, EnvConfig
 from worldmodel.errors import WorldModelError
 from worldmodel.rollout import (
@@ -40,11 +40,10 @@ from worldmodel.rollout import (
     load_agent,
     load_controller,
 )
-from worldmodel.steps import controller as controller_step
 from worldmodel.steps import evaluate as evaluate_step
 
-NEEDED = {"vae": ("model.pt",), "mdrnn": ("model.pt",),
-          "controller": (controller_step.MODEL, controller_step.SUMMARY)}
+NEEDED = {"vae": (layout.VAE.MODEL,), "mdrnn": (layout.MDRNN.MODEL,),
+          "controller": (layout.CONTROLLER.MODEL, layout.CONTROLLER.SUMMARY)}
 
 
 class Missing(WorldModelError):
@@ -80,7 +79,7 @@ def find_results(run_dir: Path | None, explicit: dict[str, str | None]) -> dict[
 
 def trained_settings(controller_dir: Path) -> tuple[EnvConfig, str, int]:
     """The env settings, z mode and seed the controller was trained with."""
-    info = json.loads((controller_dir / controller_step.SUMMARY).read_text())
+    info = json.loads((controller_dir / layout.CONTROLLER.SUMMARY).read_text())
     manifest_path = controller_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     config = manifest.get("config", {})
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         files = AgentFiles(str(paths["vae"] / "model.pt"), str(paths["mdrnn"] / "model.pt"),
                            env)
         agent = load_agent(files)
-        controller = load_controller(paths["controller"] / controller_step.MODEL,
+        controller = load_controller(paths["controller"] / layout.CONTROLLER.MODEL,
                                      expect=agent.controller_size)
         settings = DriveSettings(max_steps=args.max_steps or env.max_steps, z=z_mode)
         params = controller.get_flat()[None]

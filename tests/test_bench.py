@@ -1,41 +1,123 @@
-"""scripts/bench.py --quick --json runs and reports every measurement."""
+"""scripts/bench.py --quick --json: every measurement is reported with its settings, in the
+units it names, its numbers agree with each other, and its identical-frames check catches a
+renderer that differs. No speed is asserted: that depends on the machine and its load."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+import pytest
 
-RATES = {
-    "env": ["stock_steps_per_s", "fast_steps_per_s", "ratio"],
-    "population": ["pool_steps_per_s", "naive_steps_per_s", "ratio", "worker_peak_rss_mb"],
-    "repeat": ["every_frame_per_s", "repeat_frames_per_s", "ratio"],
-    "dream": ["one_thread_steps_per_s", "default_threads_steps_per_s"],
-    "vae": ["frames_per_s"],
-    "mdrnn": ["timesteps_per_s"],
-}
+from tests.conftest import REPO
+from tests.test_summarize import load_script
+from worldmodel.envs import FastCarRacing, factory
 
 
-def test_quick_benchmark_reports_every_section():
+@pytest.fixture(scope="module")
+def bench():
+    return load_script("bench")
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json"], capture_output=True, text=True,
-        timeout=120, env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_every_measurement_is_reported_with_the_quick_settings(report, bench):
     assert report["quick"] is True
-    assert report["machine"]["logical_cores"] >= 1
-    assert report["machine"]["torch"]
     results = report["results"]
-    assert set(results) == set(RATES)
-    for section, keys in RATES.items():
-        for key in [*keys, "peak_rss_mb", "seconds"]:
-            assert results[section][key] > 0, (section, key)
-    assert results["env"]["identical"] is True
-    assert results["env"]["mismatched_steps"] == 0
-    assert results["population"]["same_returns"] is True
-    assert results["population"]["pool_steps"] == results["population"]["naive_steps"]
+    assert list(results) == list(bench.MEASUREMENTS)
+    for name, settings in bench.QUICK.items():
+        for key, value in settings.items():
+            if (name, key) != ("env", "steps"):  # env reports the steps it took in all
+                assert results[name][key] == value, (name, key)
+    machine = report["machine"]
+    assert machine["logical_cores"] == os.cpu_count()
+    assert 1 <= machine["usable_cores"] <= machine["logical_cores"]
+    for name in ("dream", "vae", "mdrnn"):  # each child ran with torch's default threads
+        threads = results[name]["default_threads" if name == "dream" else "threads"]
+        assert threads == machine["torch_threads"], name
+
+
+def test_the_numbers_agree_with_each_other(report, bench):
+    env, pool, repeat = (report["results"][name] for name in ("env", "population", "repeat"))
+    # Renderers: every step of the quick episodes was compared (none ends sooner), all matched.
+    assert env["steps"] == env["seeds"] * bench.QUICK["env"]["steps"]
+    assert env["identical"] is True
+    assert env["mismatched_steps"] == 0 and env["first_mismatch"] is None
+    # The pool and the naive loop drove the same episodes, to the end: frames = P x R x T.
+    assert pool["pool_steps"] == pool["naive_steps"] \
+        == pool["population"] * pool["rollouts"] * pool["max_steps"]
+    assert pool["same_returns"] is True
+    assert pool["worker_processes_seen"] >= pool["workers"]
+    # A rate is steps per second of the time reported next to it (rounded to 0.01 s).
+    assert pool["pool_steps"] / pool["pool_steps_per_s"] \
+        == pytest.approx(pool["later_generation_s"], abs=0.01)
+    # Each ratio is B / A of the two rates printed beside it.
+    for result, a, b in [(env, "stock_steps_per_s", "fast_steps_per_s"),
+                         (pool, "naive_steps_per_s", "pool_steps_per_s"),
+                         (repeat, "every_frame_per_s", "repeat_frames_per_s")]:
+        assert result["ratio"] == pytest.approx(result[b] / result[a], rel=0.01), a
+
+
+def test_memory_and_time_are_in_the_units_they_name(report):
+    results = report["results"]
+    # A Python process with torch imported peaks at hundreds of MB: in KiB or bytes that would
+    # read 1e5 or more, in GiB below 1.
+    for name, result in results.items():
+        assert 100 < result["peak_rss_mb"] < 20_000, name
+    assert 100 < results["population"]["worker_peak_rss_mb"] < 20_000
+    # The total is the measurements' processes one after the other (each rounded to 0.1 s).
+    assert sum(r["seconds"] for r in results.values()) \
+        == pytest.approx(report["seconds"], abs=0.5)
+
+
+def test_the_markdown_table_has_a_row_per_measurement(report, bench):
+    text = bench.markdown(report)
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(bench.MEASUREMENTS)  # the header, then one per measurement
+    assert "identical frames/rewards/flags: yes" in text
+    assert f"Total: {report['seconds']} s." in text
+    different = copy.deepcopy(report)
+    different["results"]["env"]["identical"] = False
+    assert "identical frames/rewards/flags: NO" in bench.markdown(different)
+
+
+class Tampered(FastCarRacing):
+    """FastCarRacing with one pixel changed after its 4th step and the reward after its 6th."""
+
+    taken = 0
+
+    def reset(self, **kwargs):
+        result = super().reset(**kwargs)  # CarRacing's reset takes a step of its own
+        self.taken = 0
+        return result
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        self.taken += 1
+        if self.taken == 4:
+            observation = observation.copy()
+            observation[0, 0, 0] ^= 1
+        if self.taken == 6:
+            reward += 1e-3
+        return observation, reward, terminated, truncated, info
+
+
+def test_the_identical_frames_check_catches_a_renderer_that_differs(bench, monkeypatch):
+    monkeypatch.setitem(factory.RENDERERS, "fast", Tampered)
+    result = bench.compare_renderers(1, 8, "repeat", domain_randomize=False)
+    assert result["steps"] == 8
+    assert result["identical"] is False
+    assert result["mismatched_steps"] == 2
+    assert result["first_mismatch"] == "seed 0, step 3"

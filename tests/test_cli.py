@@ -51,6 +51,29 @@ def test_unknown_step_is_one_clear_line(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+# Each of these was refused only after collect, V and M had run, or ended in a traceback.
+BAD_VALUES = {
+    "collect.episodes=-3": "collect.episodes=-3 must be >= 1 (set collect.episodes=1 or more)",
+    "env.action_repeat=0": "env.action_repeat=0 must be >= 1 (set env.action_repeat=1 or more)",
+    "controller.population=2": "controller.population=2 must be >= 3 (set "
+                               "controller.population=3 or more)",
+    "evaluate.episodes=0": "error: evaluate.episodes=0 must be >= 1 (set evaluate.episodes=1 "
+                           "or more)\n",
+    "seed=abc": "seed: Value 'abc' of type 'str' could not be converted to Integer",
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_VALUES))
+def test_a_bad_value_stops_the_run_before_any_step_with_one_line(tmp_path, bad):
+    out = run_cli("data=tiny", "hardware=cpu", bad, f"paths.outputs={tmp_path}")
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text
+    assert "Traceback" not in text
+    errors = [line + "\n" for line in text.splitlines() if "error:" in line]
+    assert len(errors) == 1 and BAD_VALUES[bad] in errors[0], text
+    assert not (tmp_path / "store").exists()  # no step ran, not even collect
+
+
 def test_whole_tiny_chain_then_everything_is_reused(tmp_path):
     """The issue's 'done when': the whole chain on real CarRacing-v3, then a full reuse."""
     args = ["data=tiny", "hardware=cpu", f"paths.outputs={tmp_path}"]

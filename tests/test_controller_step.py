@@ -24,9 +24,10 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config, make_runner
-from worldmodel import pipeline, rollout
+from worldmodel import durable, evolution, layout, pipeline, rollout
 from worldmodel.config import config_slice, typed
-from worldmodel.errors import ConfigError
+from worldmodel.errors import ConfigError, StoreError
+from worldmodel.figures import controller as controller_figures
 from worldmodel.hardware import Hardware
 from worldmodel.latents import Latents, latent_path, save_latents
 from worldmodel.models import MDRNN, VAE, Controller, build_from_checkpoint, checkpoint
@@ -117,17 +118,17 @@ def two_workers(tmp_path_factory) -> dict:
 def killed_after(monkeypatch, generation: int, run) -> None:
     """Run `run()` with the search killed (as by a Ctrl-C) right after `generation` was saved;
     then restore the real save_state, so a second run resumes from there."""
-    save = controller_step.save_state
+    save = evolution.save_state
 
     def killed(path, state):
         save(path, state)
         if state.generation == generation:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(controller_step, "save_state", killed)
+    monkeypatch.setattr(evolution, "save_state", killed)
     with pytest.raises(KeyboardInterrupt):
         run()
-    monkeypatch.setattr(controller_step, "save_state", save)
+    monkeypatch.setattr(evolution, "save_state", save)
 
 
 # --- tests -------------------------------------------------------------------------------------
@@ -139,18 +140,20 @@ def test_cma_es_improves_a_toy_fitness_through_the_generation_loop(tmp_path):
     def quadratic(x: np.ndarray) -> np.ndarray:
         return -((x - target) ** 2).sum(axis=-1)
 
-    def fitness(generation: int, candidates: np.ndarray) -> controller_step.Evaluation:
-        return controller_step.Evaluation(quadratic(candidates), len(candidates))
+    def fitness(generation: int, candidates: np.ndarray) -> evolution.Evaluation:
+        return evolution.Evaluation(quadratic(candidates), len(candidates))
 
-    def score(controllers: np.ndarray) -> controller_step.Evaluation:
-        return controller_step.Evaluation(quadratic(controllers), 0)
+    def score(controllers: np.ndarray) -> evolution.Evaluation:
+        return evolution.Evaluation(quadratic(controllers), 0)
 
     params = controller_step.ControllerParams(population=8, generations=40, sigma0=0.3,
                                               score_every=10)
     ctx = StepContext(name="controller", config=None, dir=tmp_path, inputs={},
                       hardware=None, seed=0, log=logging.getLogger("test"))
     global_state = np.random.get_state()[1].copy()
-    state = controller_step.evolve(ctx, params, 10, fitness, score)
+    state = evolution.SearchState(es=evolution.new_es(10, params.population, params.sigma0))
+    evolution.evolve(ctx, state, 40, fitness, score, scores_at=lambda g: g % 10 == 0,
+                     describe=lambda generation, metrics, state: f"generation {generation}")
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["generation"] for row in rows] == list(range(1, 41))
     assert rows[-1]["controller/mean"] > 0.2 * rows[0]["controller/mean"]  # (negative)
@@ -166,7 +169,9 @@ def test_a_tiny_real_run_writes_its_files(two_workers):
     path = Path(result["path"])
     for pattern in TABLE[3].writes:
         assert any(path.glob(pattern)), pattern
-    assert not (path / controller_step.STATE).exists()  # it only served to resume
+    # The final search state stays: every other file of the result is remade from it.
+    state = evolution.load_state(path, logging.getLogger("test"))
+    assert state.generation == 3 and len(state.rows) == 3
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     assert [row["generation"] for row in rows] == [1, 2, 3]
     for row in rows:
@@ -189,7 +194,7 @@ def test_the_figure_is_redrawn_from_metrics_alone(two_workers, tmp_path):
     from matplotlib.image import imread
 
     path = Path(two_workers["controller"]["path"])
-    drawn = controller_step.make_figure(path, tmp_path)
+    drawn = controller_figures.make_figure(path, tmp_path)
     assert np.array_equal(imread(drawn), imread(path / "cma_es.png"))
 
 
@@ -197,7 +202,9 @@ def test_a_killed_search_resumes_to_the_uninterrupted_result(two_workers, tmp_pa
                                                              monkeypatch):
     killed_after(monkeypatch, 1, lambda: runner(tmp_path, workers=1).run(["controller"]))
     [staging] = (tmp_path / "store" / "controller").glob(".staging-*")
-    assert controller_step.load_state(staging).generation == 1
+    assert evolution.load_state(staging, logging.getLogger("test")).generation == 1
+    with open(staging / "metrics.jsonl", "a") as f:
+        f.write('{"generation": 2, "controller/be')  # a line a power cut tore
 
     evaluated = []
     fitness = controller_step.real_fitness
@@ -218,6 +225,49 @@ def test_a_killed_search_resumes_to_the_uninterrupted_result(two_workers, tmp_pa
     assert np.array_equal(load_flat(path / "es_mean.pt"), load_flat(reference / "es_mean.pt"))
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     assert [row["generation"] for row in rows] == [1, 2, 3]
+    untimed = [{k: v for k, v in row.items() if "second" not in k and "per_s" not in k
+                and k != "time"} for row in rows]
+    reference_rows = [json.loads(line)
+                      for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert untimed == [{k: v for k, v in row.items() if "second" not in k and "per_s" not in k
+                        and k != "time"} for row in reference_rows]
+
+
+def saved_state(directory: Path) -> evolution.SearchState:
+    state = evolution.SearchState(es=evolution.new_es(5, population=4, sigma0=0.1), generation=2)
+    evolution.save_state(directory, state)
+    return state
+
+
+def test_a_search_state_saved_under_other_versions_stops_the_run(tmp_path):
+    saved_state(tmp_path)
+    assert evolution.load_state(tmp_path, logging.getLogger("test")).generation == 2
+    info = json.loads((tmp_path / evolution.STATE_INFO).read_text())
+    assert info["versions"] == evolution.state_versions()
+    info["versions"]["cma"] = "3.3.0"
+    (tmp_path / evolution.STATE_INFO).write_text(json.dumps(info))
+    with pytest.raises(StoreError, match=r"cma 3\.3\.0 then, .* now\); .*force=\[controller\]"):
+        evolution.load_state(tmp_path, logging.getLogger("test"))
+
+
+@pytest.mark.parametrize("damage", ["cut", "no record"])
+def test_a_search_state_that_does_not_match_its_record_is_never_loaded(tmp_path, monkeypatch,
+                                                                       caplog, damage):
+    saved_state(tmp_path)
+    state = tmp_path / evolution.STATE
+    if damage == "cut":
+        state.write_bytes(state.read_bytes()[:-100])
+    else:  # killed between the pickle's write and its record's
+        (tmp_path / evolution.STATE_INFO).unlink()
+
+    def never(data):
+        raise AssertionError("a state that does not match its record was unpickled")
+
+    monkeypatch.setattr(evolution.pickle, "loads", never)
+    with caplog.at_level(logging.WARNING):
+        assert evolution.load_state(tmp_path, logging.getLogger("test")) is None
+    assert "searching from the first generation" in caplog.text
+    assert not state.exists() and list(tmp_path.glob(f"{evolution.STATE}.damaged-*"))
 
 
 def die(*args):
@@ -247,7 +297,7 @@ def dreamed(tmp_path_factory) -> dict:
 
 def test_a_tiny_dream_run_trains_in_m_scores_for_real_and_evaluates(dreamed):
     path = Path(dreamed["controller"]["path"])
-    for pattern in TABLE[3].writes + (controller_step.DREAM_GIF,):
+    for pattern in TABLE[3].writes + (layout.CONTROLLER.DREAM_GIF,):
         assert any(path.glob(pattern)), pattern
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     assert [row["generation"] for row in rows] == [1, 2, 3]
@@ -282,9 +332,8 @@ def test_a_killed_dream_search_resumes_to_the_uninterrupted_result(dreamed, tmp_
     assert resumed["key"] == dreamed["controller"]["key"]
     for name in ("controller.pt", "es_mean.pt"):
         assert np.array_equal(load_flat(path / name), load_flat(reference / name))
-    assert ([r["controller/mean"] for r in controller_step.figures.read_metrics(
-        path / "metrics.jsonl")] == [r["controller/mean"] for r in controller_step.figures.
-                                     read_metrics(reference / "metrics.jsonl")])
+    assert ([r["controller/mean"] for r in durable.read_jsonl(path / "metrics.jsonl")]
+            == [r["controller/mean"] for r in durable.read_jsonl(reference / "metrics.jsonl")])
 
 
 def pretrain_config():
@@ -333,7 +382,7 @@ def test_dream_pretraining_dreams_first_then_drives(pretrained, dreamed):
     assert info["dream_generations"] == 2 and info["temperature"] == 1.15
     assert info["pretrained_score"] == scored[0]["controller/score_mean"]
     assert info["dream_steps"] == sum(row["controller/dream_steps"] for row in rows[:2])
-    assert not (path / controller_step.DREAM_GIF).exists()
+    assert not (path / layout.CONTROLLER.DREAM_GIF).exists()
 
 
 def test_a_search_killed_after_its_dream_generations_resumes_in_the_real_game(

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests.test_vae_step import config, load_model, runner
+from worldmodel import durable
 from worldmodel.episodes import load_episode
 from worldmodel.hardware import Hardware
 from worldmodel.latents import DamagedLatents, load_latents
@@ -79,7 +80,8 @@ def test_killed_encode_resumes_and_redoes_a_damaged_file(encoded, tmp_path, monk
     assert sorted(p.name for p in (staging / "latents").iterdir()) == saved
     damaged = staging / "latents" / saved[0]
     damaged.write_bytes(damaged.read_bytes()[:100])  # as a file cut short by a full disk
-    (staging / "latents" / "ep_000003.npz.tmp").write_bytes(b"half")
+    # and a write cut short:
+    durable.tmp_path(staging / "latents" / "ep_000003.npz").write_bytes(b"half")
 
     def record(path, latents):
         saved.append(path.name)
@@ -91,7 +93,7 @@ def test_killed_encode_resumes_and_redoes_a_damaged_file(encoded, tmp_path, monk
     assert sorted(saved) == sorted([damaged.name, "ep_000002.npz", "ep_000003.npz"])
     assert "encoding it again" in caplog.text
     ours = Path(resumed["encode"]["path"]) / "latents"
-    assert not list(ours.glob("*.tmp"))
+    assert not list(ours.glob(".tmp-*"))
     reference = Path(encoded["encode"]["path"]) / "latents"
     for path in sorted(reference.iterdir()):
         a, b = load_latents(path), load_latents(ours / path.name)
@@ -105,7 +107,7 @@ def test_a_vae_of_another_z_size_is_refused_clearly(encoded, tmp_path):
     collect = Path(encoded["collect"]["path"])
     ctx = StepContext(
         name="encode",
-        config=encode.EncodeConfig(vae=encode.VAEParams(z_dim=8)),
+        config=encode.EncodeConfig(vae={"z_dim": 8}),
         dir=tmp_path / "encode",
         inputs={"collect": Artifact("collect", "k1", collect, {}),
                 "vae": Artifact("vae", "k2", vae_dir, {})},

@@ -20,6 +20,7 @@ from worldmodel.envs import (
 )
 from worldmodel.envs.factory import ActionRepeat
 from worldmodel.envs.policies import ACTION_HIGH, ACTION_LOW, measure_policy
+from worldmodel.errors import ConfigError
 
 
 def random_frames(*batch: int, seed: int = 0) -> np.ndarray:
@@ -108,13 +109,13 @@ def test_make_env_passes_options() -> None:
     assert env.render_mode == "rgb_array"
 
 
-def test_make_env_rejects_unknown_renderer() -> None:
-    with pytest.raises(ValueError, match="'fast', 'stock'"):
-        make_env(EnvConfig(renderer="opengl"))
-    with pytest.raises(ValueError, match="max_steps"):
-        make_env(EnvConfig(max_steps=0))
-    with pytest.raises(ValueError, match="action_repeat=0"):
-        make_env(EnvConfig(action_repeat=0))
+def test_env_config_rejects_bad_values_naming_key_and_fix() -> None:
+    with pytest.raises(ConfigError, match="env.renderer='opengl' is not one of fast, stock"):
+        EnvConfig(renderer="opengl")
+    with pytest.raises(ConfigError, match=r"env.max_steps=0 must be >= 1 \(set env.max_steps"):
+        EnvConfig(max_steps=0)
+    with pytest.raises(ConfigError, match="env.action_repeat=0 must be >= 1"):
+        EnvConfig(action_repeat=0)
 
 
 def test_truncation_at_max_steps() -> None:

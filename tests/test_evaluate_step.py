@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import compose_config
 from tests.test_controller_step import runner, tiny_config
 from worldmodel import seeding
 from worldmodel.steps import controller as controller_step
@@ -26,13 +27,24 @@ EPISODES = 3  # test_controller_step.TINY's evaluate.episodes
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory) -> tuple[Path, dict]:
+def evaluated(tmp_path_factory) -> tuple[Path, dict, list[list[int]]]:
+    """The tiny run, and the tracks its controller step drove (each call's, in order)."""
     root = tmp_path_factory.mktemp("evaluate")
-    return root, runner(root, workers=2).run(["evaluate"])
+    driven = []
+    drive_mean_returns = controller_step.drive_mean_returns
+
+    def spy(candidates, tracks, *args, **kwargs):
+        driven.append(list(tracks))
+        return drive_mean_returns(candidates, tracks, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(controller_step, "drive_mean_returns", spy)
+        summary = runner(root, workers=2).run(["evaluate"])
+    return root, summary, driven
 
 
 def test_metrics_have_the_required_names_and_land_in_the_summary(evaluated):
-    root, summary = evaluated
+    root, summary, _ = evaluated
     on_disk = json.loads((root / "run" / "summary.json").read_text())["evaluate"]
     for name in ("mean_return", "std_return", "episodes", "returns", "min_return",
                  "max_return", "fraction_900", "track_seeds"):
@@ -53,7 +65,7 @@ def test_metrics_have_the_required_names_and_land_in_the_summary(evaluated):
 def test_histogram_and_videos_are_written_and_replays_match(evaluated, caplog):
     from PIL import Image
 
-    _, summary = evaluated
+    _, summary, _ = evaluated
     path = Path(summary["evaluate"]["path"])
     assert (path / "returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (path / "episodes.jsonl").exists()
@@ -74,24 +86,53 @@ def test_histogram_and_videos_are_written_and_replays_match(evaluated, caplog):
 
 
 def test_one_and_two_workers_give_the_same_returns(evaluated, caplog):
-    root, two = evaluated
+    root, two, _ = evaluated
     one = runner(root, workers=1).run(["evaluate"], force=["evaluate"])
     assert one["evaluate"]["key"] == two["evaluate"]["key"] and not one["evaluate"]["reused"]
     assert one["evaluate"]["returns"] == two["evaluate"]["returns"]
     assert "rendering changed the episode" not in caplog.text
 
 
+# CarRacing's env.reset(seed=...) ranges, written out rather than read from seeding.py: moving
+# either range there must fail here, not pass along with it.
+TRAINING_RANGE = range(0, 2**30)
+EVALUATION_RANGE = range(2**30, 2**31)
+
+
 def test_evaluation_tracks_never_overlap_training_tracks():
-    seed = 0
-    evaluation = set(evaluate_step.episode_tracks(seed, 100))
-    training = set(controller_step.score_tracks(seed, 64))
-    for generation in range(1, 101):
-        training.update(controller_step.rollout_tracks(seed, generation, 16))
-    training.update(seeding.train_track(seed, "collect", i) for i in range(1000))
-    assert len(evaluation) == 100 and len(training) == 64 + 1600 + 1000
-    assert all(t in seeding.EVAL_TRACKS for t in evaluation)
-    assert all(t in seeding.TRAIN_TRACKS for t in training)
-    assert not evaluation & training
+    """Every track the default run drives, from the steps' own track functions."""
+    cfg = compose_config()
+    params = cfg.controller
+    collection = [seeding.train_track(cfg.seed, "collect", i)  # as collect_episode resets
+                  for i in range(cfg.collect.episodes)]
+    generations = [track for g in range(1, controller_step.total_generations(params) + 1)
+                   for track in controller_step.rollout_tracks(cfg.seed, g, params.rollouts)]
+    scoring = controller_step.score_tracks(cfg.seed, params.score_episodes)
+    evaluation = evaluate_step.episode_tracks(cfg.seed, cfg.evaluate.episodes)
+
+    training = collection + generations + scoring
+    assert all(t in TRAINING_RANGE for t in training)
+    assert all(t in EVALUATION_RANGE for t in evaluation)
+    assert set(training).isdisjoint(evaluation)
+    assert set(scoring).isdisjoint(generations)  # scores are on tracks no generation drove
+    # Distinct tracks, not a few repeated.
+    assert len(set(evaluation)) == len(evaluation) == cfg.evaluate.episodes
+    assert len(set(training)) == len(training)
+
+
+def test_the_controller_drives_its_generation_and_score_tracks(evaluated):
+    """What the tiny run's controller drove: rollout_tracks and score_tracks, as above."""
+    _, summary, driven = evaluated
+    cfg = tiny_config()
+    params = cfg.controller
+    expected = [controller_step.rollout_tracks(cfg.seed, g, params.rollouts)
+                for g in range(1, params.generations + 1)]
+    scoring = controller_step.score_tracks(cfg.seed, params.score_episodes)
+    assert [tracks for tracks in driven if tracks != scoring] == expected
+    assert driven.count(scoring) == sum(controller_step.should_score(g, params)
+                                        for g in range(1, params.generations + 1))
+    assert all(t in TRAINING_RANGE for tracks in driven for t in tracks)
+    assert all(t in EVALUATION_RANGE for t in summary["evaluate"]["track_seeds"])
 
 
 def test_a_killed_evaluation_keeps_its_finished_episodes(tmp_path, monkeypatch):
@@ -144,7 +185,7 @@ def load_watch():
 
 
 def test_watch_records_an_evaluation_episode_from_a_run_directory(evaluated, tmp_path, capsys):
-    root, summary = evaluated
+    root, summary, _ = evaluated
     watch = load_watch()
     video = tmp_path / "episode.gif"
     assert watch.main([str(root / "run"), "--episode", "1", "--record", str(video)]) == 0

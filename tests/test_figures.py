@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF, compose_config, run_cli
+from tests.conftest import compose_config, cpu_hardware, run_cli
 from worldmodel import figures, report
-from worldmodel.runner import Runner, Step
-from worldmodel.steps import figures as figures_step
+from worldmodel.pipeline import STEPS
+from worldmodel.runner import Runner
 from worldmodel.store import Store
 
 # The tiny preset made smaller still: the numbers mean nothing, every file is there.
@@ -99,19 +99,11 @@ def test_make_figures_script_redraws_a_run_without_training(sweep, no_training, 
 
 
 def test_figures_step_reuses_every_input_and_reports(sweep, no_training, tmp_path):
-    table = [*__import__("worldmodel.pipeline", fromlist=["STEPS"]).STEPS]
-    if not any(step.name == "figures" for step in table):  # until the pipeline has its row
-        table.append(Step("figures", figures_step.run, inputs=figures_step.INPUTS,
-                          reads=("figures",), config=figures_step.FiguresStepConfig,
-                          writes=("report.md", "figures.json")))
-    added = "- figures:" in (CONF / "config.yaml").read_text()
+    """pipeline.py's own figures row and conf/'s figures group, on the sweep's store: what
+    `worldmodel steps=[figures]` runs after the sweep's second job."""
     cfg = compose_config([*CHAIN, "evaluate.episodes=2",
-                          f"paths.outputs={sweep.parent.parent}",
-                          *([] if added else ["+figures=default"]), "figures.format=pdf"])
-    from worldmodel.hardware import Hardware
-
-    hardware = Hardware(device=__import__("torch").device("cpu"), workers=1, threads=1)
-    runner = Runner(table, cfg, hardware, Store(cfg.paths.store), tmp_path / "run")
+                          f"paths.outputs={sweep.parent.parent}", "figures.format=pdf"])
+    runner = Runner(STEPS, cfg, cpu_hardware(), Store(cfg.paths.store), tmp_path / "run")
     summary = runner.run(["figures"])
     assert all(summary[s]["reused"] for s in [*UPSTREAM, "evaluate"])
     assert summary["figures"]["reused"] is False and summary["figures"]["skipped"] == []

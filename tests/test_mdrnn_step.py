@@ -21,13 +21,14 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config, make_runner
+from worldmodel import pipeline
 from worldmodel.config import config_slice, typed
 from worldmodel.errors import ConfigError
+from worldmodel.figures import mdrnn as mdrnn_figures
 from worldmodel.latents import Latents, latent_path, save_latents
 from worldmodel.models import MDRNN, VAE, build_from_checkpoint, checkpoint
 from worldmodel.runner import Runner, Step, StepContext
 from worldmodel.steps import mdrnn as mdrnn_step
-from worldmodel.steps import mdrnn_figures
 
 Z_DIM = 4
 LENGTHS = (30, 45, 12, 60, 25, 38, 5)  # two of them shorter than seq_len
@@ -80,17 +81,14 @@ def make_latents(ctx: StepContext) -> dict:
     return {}
 
 
-MDRNN_WRITES = ("model.pt", "split.json", "metrics.jsonl", "evaluation.json", "losses.png",
-                "dream.png", "dream.gif", "dream_error.png", "calibration.png")
-
+# pipeline.py's own mdrnn row, behind a synthetic V and synthetic latents.
 TABLE = (
     Step("vae", make_vae, reads=("seed",), writes=("model.pt",)),
     Step("encode", make_latents, reads=("seed", "synth"), config=SynthConfig,
          writes=("latents/ep_*.npz",)),
-    # The row pipeline.py gets.
-    Step("mdrnn", mdrnn_step.run, inputs=("encode", "vae"), reads=("seed", "mdrnn"),
-         config=mdrnn_step.MDRNNStepConfig, writes=MDRNN_WRITES),
+    *(step for step in pipeline.STEPS if step.name == "mdrnn"),
 )
+MDRNN_WRITES = TABLE[2].writes
 
 
 def config(**changes):
@@ -255,8 +253,8 @@ def test_episodes_all_shorter_than_seq_len_train(tmp_path):
 def test_interrupted_training_resumes_to_the_same_weights(trained, tmp_path, monkeypatch):
     save = mdrnn_step.save_checkpoint
 
-    def interrupt_after_epoch_1(path, model, optimizer, epoch):
-        save(path, model, optimizer, epoch)
+    def interrupt_after_epoch_1(path, model, optimizer, epoch, rows):
+        save(path, model, optimizer, epoch, rows)
         if epoch == 1:
             raise KeyboardInterrupt  # as a Ctrl-C right after the first epoch's checkpoint
 

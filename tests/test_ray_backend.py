@@ -3,7 +3,8 @@
 Covers: asking for Ray without it installed stops with one line naming the install command;
 on a local 2-CPU Ray instance a population's fitnesses and a collected dataset equal the
 local pool's for the same seeds; the initializer runs once per actor, also across calls; a
-task's own exception comes back as itself; a dying actor ends in WorkerDied, not a hang. The
+task's own exception comes back as itself; a dying actor ends in WorkerDied, not a hang, and a
+stuck one in TaskTimedOut at its deadline; hardware.task_deadline_s reaches run_tasks. The
 Ray tests share one Ray instance (module fixture: it takes seconds to start) and skip when
 Ray is not installed (`pip install -e ".[ray]"`).
 """
@@ -23,10 +24,10 @@ import torch
 from tests.test_collect import assert_same_episodes, run_collect
 from worldmodel import hardware, pool
 from worldmodel.envs import EnvConfig
-from worldmodel.errors import ConfigError, WorldModelError
+from worldmodel.errors import ConfigError, HardwareError, WorldModelError
 from worldmodel.hardware import HardwareConfig
 from worldmodel.models import MDRNN, VAE, checkpoint
-from worldmodel.pool import Backend, WorkerDied
+from worldmodel.pool import Backend, TaskTimedOut, WorkerDied
 from worldmodel.rollout import AgentFiles, DriveSettings
 from worldmodel.steps import controller as controller_step
 
@@ -72,6 +73,13 @@ def test_hardware_carries_the_backend():
     assert (hw.backend, hw.ray_address) == ("local", None)
     assert hw.describe()["backend"] == "local"
     assert pool.current_backend() == Backend("local", None, cpus=3)
+
+
+def test_the_task_deadline_knob_reaches_run_tasks_and_must_be_positive():
+    hardware.setup(HardwareConfig(device="cpu", workers=2, task_deadline_s=600))
+    assert pool.current_backend().task_deadline_s == 600
+    with pytest.raises(HardwareError, match=r"hardware.task_deadline_s=0 must be > 0"):
+        hardware.setup(HardwareConfig(device="cpu", task_deadline_s=0))
 
 
 # --- on a local Ray instance -------------------------------------------------------------------
@@ -179,6 +187,18 @@ def test_a_dying_actor_raises_worker_died(ray_instance):
         list(pool.run_tasks(dies, [(1,), (2,)], 2, "testing", backend=RAY))
     assert time.monotonic() - started < 60
     # The backend still works afterwards, with fresh actors.
+    assert dict(pool.run_tasks(where, [(3,)], 1, "testing", backend=RAY))[(3,)][0] == 9
+
+
+def test_a_stuck_actor_task_stops_the_run_naming_its_actor(ray_instance):
+    started = time.monotonic()
+    with pytest.raises(TaskTimedOut) as caught:
+        list(pool.run_tasks(time.sleep, [(3600,)], 1, "testing", backend=RAY, deadline_s=2))
+    assert time.monotonic() - started < 60
+    message = str(caught.value)
+    assert "while testing: sleep(3600,) in worker PID " in message
+    assert "hardware.task_deadline_s" in message and "\n" not in message
+    # Its actor was killed; the backend goes on with fresh ones.
     assert dict(pool.run_tasks(where, [(3,)], 1, "testing", backend=RAY))[(3,)][0] == 9
 
 

@@ -33,10 +33,29 @@ def test_bad_seed_is_rejected(bad):
         seeding.generator(bad)
 
 
+# The two ranges of track seeds, written out rather than read from seeding.TRAIN_TRACKS and
+# EVAL_TRACKS: a change of either constant must fail here, not pass along with it.
+TRAINING_RANGE = range(0, 2**30)
+EVALUATION_RANGE = range(2**30, 2**31)
+
+
 def test_evaluation_tracks_never_overlap_training_tracks():
-    train = {seeding.train_track(s, "collect", i) for s in range(3) for i in range(2000)}
-    evaluation = {seeding.eval_track(s, i) for s in range(3) for i in range(2000)}
-    assert train.isdisjoint(evaluation)
-    assert all(t in seeding.TRAIN_TRACKS for t in train)
-    assert all(t in seeding.EVAL_TRACKS for t in evaluation)
-    assert len(evaluation) == 6000  # distinct tracks, not one track repeated
+    train = [seeding.train_track(s, "collect", i) for s in range(3) for i in range(2000)]
+    evaluation = [seeding.eval_track(s, i) for s in range(3) for i in range(2000)]
+    assert all(t in TRAINING_RANGE for t in train)
+    assert all(t in EVALUATION_RANGE for t in evaluation)
+    assert len(set(evaluation)) == len(set(train)) == 6000  # distinct tracks, not one repeated
+
+
+def test_derived_seeds_use_all_31_bits():
+    draws = [seeding.derive_seed(0, "collect", i) for i in range(2000)]
+    assert all(0 <= d < 2**31 for d in draws)
+    assert min(draws) < 2**20 and max(draws) > 2**31 - 2**20  # both ends of the range
+
+
+@pytest.mark.parametrize("derived", [0, 1, 2**30 - 1, 2**30, 2**31 - 1])
+def test_every_derived_seed_maps_into_its_track_range(monkeypatch, derived):
+    """Whatever 31-bit number derive_seed gives, the track lands in its own range."""
+    monkeypatch.setattr(seeding, "derive_seed", lambda seed, *path: derived)
+    assert seeding.train_track(0, "collect", 0) in TRAINING_RANGE
+    assert seeding.eval_track(0, 0) in EVALUATION_RANGE

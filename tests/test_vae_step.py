@@ -18,8 +18,10 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config, make_runner
+from worldmodel import pipeline
 from worldmodel.config import config_slice, typed
 from worldmodel.episodes import Episode, episode_path, save_episode
+from worldmodel.figures import vae as vae_figures
 from worldmodel.models import VAE, build_from_checkpoint
 from worldmodel.runner import Runner, Step, StepContext
 from worldmodel.steps import encode
@@ -75,18 +77,11 @@ def make_episodes(ctx: StepContext) -> dict:
     return {"episodes": params.episodes}
 
 
-# The rows pipeline.py gets, with the synthetic collect step in front.
+# pipeline.py's own vae and encode rows, behind a synthetic collect step.
 TABLE = (
     Step("collect", make_episodes, reads=("seed", "synth"), config=SynthConfig,
          writes=("episodes/ep_*.npz",)),
-    Step("vae", vae_step.run, inputs=("collect",), reads=("seed", "vae"),
-         config=vae_step.VAEStepConfig,
-         writes=("model.pt", "split.json", "metrics.jsonl", "reconstructions.png",
-                 "losses.png"),
-         not_in_identity=("vae.in_memory_gb",)),
-    Step("encode", encode.run, inputs=("collect", "vae"), reads=("vae", "encode"),
-         config=encode.EncodeConfig, writes=("latents.json", "latents/ep_*.npz"),
-         not_in_identity=("vae.in_memory_gb",)),
+    *(step for step in pipeline.STEPS if step.name in ("vae", "encode")),
 )
 
 
@@ -144,7 +139,7 @@ def test_figures_are_redrawn_from_stored_files_alone(trained, tmp_path):
 
     path = Path(trained["vae"]["path"])
     episodes = Path(trained["collect"]["path"]) / "episodes"
-    made = vae_step.make_figures(path, episodes, tmp_path)
+    made = vae_figures.make_figures(path, episodes, tmp_path)
     assert [p.name for p in made] == ["reconstructions.png", "losses.png"]
     for figure in made:
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -204,8 +199,8 @@ def test_split_holds_out_whole_episodes():
 def test_interrupted_training_resumes_to_the_same_weights(trained, tmp_path, monkeypatch):
     save = vae_step.save_checkpoint
 
-    def interrupt_after_epoch_1(path, model, optimizer, epoch):
-        save(path, model, optimizer, epoch)
+    def interrupt_after_epoch_1(path, model, optimizer, epoch, rows):
+        save(path, model, optimizer, epoch, rows)
         if epoch == 1:
             raise KeyboardInterrupt  # as a Ctrl-C right after the first epoch's checkpoint
 
@@ -284,7 +279,7 @@ def test_a_run_killed_after_writing_the_model_only_redraws_the_figures(tmp_path,
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vae_step, "make_figures", interrupt)
+    monkeypatch.setattr(vae_figures, "make_figures", interrupt)
     with pytest.raises(KeyboardInterrupt):
         runner(tmp_path, config(**{"vae.epochs": 1})).run(["vae"])
     monkeypatch.undo()

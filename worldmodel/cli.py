@@ -23,7 +23,7 @@ from worldmodel import hardware, report, tracking
 from worldmodel.config import typed
 from worldmodel.errors import WorldModelError
 from worldmodel.pipeline import STEPS
-from worldmodel.runner import Runner
+from worldmodel.runner import Runner, mark_killed_runs
 from worldmodel.store import Store
 
 log = logging.getLogger("worldmodel")
@@ -37,6 +37,7 @@ def run(cfg: DictConfig) -> dict:
     hw = hardware.setup(typed(hardware.HardwareConfig, cfg.hardware, "hardware"))
     log.info("hardware: %s; run directory: %s", hw.describe()["device"], run_dir)
     store = Store(cfg.paths.store, verify=cfg.verify)
+    mark_killed_runs(Path(cfg.paths.outputs), run_dir)
     tracker = tracking.make_tracker(
         cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True)
     )

@@ -51,4 +51,28 @@ def typed(cls: type[T], data: dict[str, Any], what: str) -> T:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         message = str(exc).splitlines()[0]
-        raise ConfigError(f"{what}: {message}") from exc
+        key = getattr(exc, "full_key", None)
+        where = f"{key}: " if key else f"{what}: "
+        raise ConfigError(f"{where}{message} (fix {key or 'the value'} on the command line "
+                          "or in conf/)") from exc
+
+
+def at_least(section: str, params: Any, names: tuple[str, ...], minimum: int = 1) -> list[str]:
+    """One problem per field of `params` below `minimum`, each naming its key and the fix."""
+    return [f"{section}.{name}={getattr(params, name)} must be >= {minimum} (set "
+            f"{section}.{name}={minimum} or more)"
+            for name in names if getattr(params, name) < minimum]
+
+
+def one_of(key: str, value: Any, choices: Any) -> list[str]:
+    """A problem when `value` is not among `choices`, naming them."""
+    if value in choices:
+        return []
+    return [f"{key}={value!r} is not one of {', '.join(map(str, choices))} (set {key} to one "
+            "of them)"]
+
+
+def require(problems: list[str]) -> None:
+    """Raise the problems found in a step's config as one ConfigError line."""
+    if problems:
+        raise ConfigError("; ".join(problems))

@@ -41,8 +41,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from worldmodel import durable
 from worldmodel.latents import load_latents
-from worldmodel.models import MDRNN, VAE, MDNOutput, act_batch
+from worldmodel.models import MDRNN, VAE, MDNOutput, act_batch, to_uint8
 
 CHUNK = 64  # steps of noise drawn per generator at a time (fixed: it fixes the draws' order)
 CHECK_EVERY = 8  # steps between checks that some agent is still alive (a sync on a GPU)
@@ -214,8 +215,6 @@ class Dreamer:
 @torch.inference_mode()
 def decode_frames(vae: VAE, z: np.ndarray, batch: int = 256) -> np.ndarray:
     """V's decoding of latents z (T, z_dim): uint8 frames (T, 64, 64, 3)."""
-    from worldmodel.steps.vae import to_uint8
-
     vae = vae.eval()
     device = next(vae.parameters()).device
     z = torch.as_tensor(np.asarray(z, dtype=np.float32))
@@ -229,7 +228,9 @@ def write_gif(frames: np.ndarray, path: Path, scale: int = 2, ms_per_frame: int 
 
     big = frames.repeat(scale, axis=1).repeat(scale, axis=2)
     images = [Image.fromarray(frame) for frame in big]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    with durable.atomic_write(Path(path)) as f:
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                       duration=ms_per_frame, loop=0)
     return path
 
 

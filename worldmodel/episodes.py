@@ -1,4 +1,4 @@
-"""Episode files: one compressed .npz per episode, written atomically, validated on load.
+"""Episode files: one compressed .npz per episode, written and read through worldmodel.durable.
 
 An episode of T steps holds
 
@@ -15,19 +15,17 @@ killed collection resume by skipping the files that exist.
 
 from __future__ import annotations
 
-import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from worldmodel.errors import StoreError
+from worldmodel import durable
 
 FIELDS = ("frames", "actions", "rewards", "terminated", "truncated", "lap_finished")
 
 
-class DamagedEpisode(StoreError):
+class DamagedEpisode(durable.DamagedFile):
     """An episode file that is truncated, corrupted or inconsistent."""
 
 
@@ -60,31 +58,22 @@ def episode_index(path: Path) -> int:
 def save_episode(path: Path, episode: Episode) -> int:
     """Write `episode` to `path` atomically; returns the file's size in bytes."""
     check_episode(episode, path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(
-            f,
-            frames=episode.frames,
-            actions=episode.actions,
-            rewards=episode.rewards,
-            terminated=np.bool_(episode.terminated),
-            truncated=np.bool_(episode.truncated),
-            lap_finished=np.bool_(episode.lap_finished),
-        )
-    os.replace(tmp, path)
-    return path.stat().st_size
+    return durable.save_arrays(path, {
+        "frames": episode.frames,
+        "actions": episode.actions,
+        "rewards": episode.rewards,
+        "terminated": np.bool_(episode.terminated),
+        "truncated": np.bool_(episode.truncated),
+        "lap_finished": np.bool_(episode.lap_finished),
+    }, compress=True)
 
 
 def load_episode(path: Path) -> Episode:
     """Read and validate one episode; a damaged file raises DamagedEpisode naming it."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in FIELDS if name not in data.files]
-            if missing:
-                raise DamagedEpisode(f"episode file {path} lacks {missing}")
-            arrays = {name: data[name] for name in FIELDS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DamagedEpisode(f"episode file {path} is damaged ({exc})") from exc
+        arrays = durable.load_arrays(path, FIELDS, "episode file")
+    except durable.DamagedFile as exc:
+        raise DamagedEpisode(str(exc)) from exc
     episode = Episode(
         frames=arrays["frames"],
         actions=arrays["actions"],
@@ -112,10 +101,9 @@ def check_episode(episode: Episode, path: Path) -> None:
         raise DamagedEpisode(f"episode file {path} is inconsistent: {'; '.join(problems)}")
 
 
-def is_readable(path: Path) -> bool:
-    """A quick check (the zip directory opens): catches files cut short, not bit flips."""
+def episode_steps(path: Path) -> int:
+    """Steps of an episode file, reading only its small rewards array (not the frames)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return {f"{name}.npy" for name in FIELDS} <= set(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+        return len(durable.read_array(path, "rewards", "episode file"))
+    except durable.DamagedFile as exc:
+        raise DamagedEpisode(str(exc)) from exc

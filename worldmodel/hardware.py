@@ -46,6 +46,12 @@ class HardwareConfig:
     ray_address: str | None = None
     """backend=ray: the cluster to join (auto, host:6379, ray://host:10001); null starts a
     local Ray instance with `workers` CPUs."""
+    task_deadline_s: float | None = None
+    """Seconds one worker task (an episode, a batch of rollouts, a video) may run before the
+    run stops with an error naming it and its worker, its workers stopped and finished work
+    kept; null = derived from the task's episode length (120 s + 0.05 s per frame,
+    worldmodel.pool.task_deadline). Set it higher where honest tasks take longer than that;
+    tasks run in the main process (workers=1) have no deadline."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,9 @@ def setup(cfg: HardwareConfig) -> Hardware:
         torch.set_num_threads(cfg.threads)
     if cfg.workers is not None and cfg.workers < 1:
         raise HardwareError(f"hardware.workers={cfg.workers} must be >= 1 or null")
+    if cfg.task_deadline_s is not None and not cfg.task_deadline_s > 0:
+        raise HardwareError(f"hardware.task_deadline_s={cfg.task_deadline_s} must be > 0 "
+                            "(seconds) or null")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.allow_tf32
         torch.backends.cudnn.allow_tf32 = cfg.allow_tf32
@@ -170,6 +179,7 @@ def setup(cfg: HardwareConfig) -> Hardware:
         log.warning("hardware.ray_address=%s is ignored: hardware.backend=%s", cfg.ray_address,
                     cfg.backend)
     # Set both ways, like the torch switches above: a multirun's jobs share this process.
-    pool.use_backend(pool.Backend(cfg.backend, cfg.ray_address, cpus=workers))
+    pool.use_backend(pool.Backend(cfg.backend, cfg.ray_address, cpus=workers,
+                                  task_deadline_s=cfg.task_deadline_s))
     return Hardware(device=device, workers=workers, threads=torch.get_num_threads(),
                     backend=cfg.backend, ray_address=cfg.ray_address)

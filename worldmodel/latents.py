@@ -1,4 +1,5 @@
-"""Latent files: V's encoding of one episode per .npz, written atomically, validated on load.
+"""Latent files: V's encoding of one episode per .npz, written and read through
+worldmodel.durable.
 
 The encode step turns episode i (worldmodel/episodes.py) of T steps into latents/ep_<i>.npz:
 
@@ -16,20 +17,18 @@ uncompressed because half-precision noise hardly compresses, and they load faste
 
 from __future__ import annotations
 
-import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from worldmodel.errors import StoreError
+from worldmodel import durable
 
 FIELDS = ("mu", "logvar", "actions", "rewards", "terminated", "truncated")
 LATENT_DTYPE = np.float16
 
 
-class DamagedLatents(StoreError):
+class DamagedLatents(durable.DamagedFile):
     """A latent file that is truncated, corrupted or inconsistent."""
 
 
@@ -59,19 +58,14 @@ def latent_path(directory: Path, index: int) -> Path:
 def save_latents(path: Path, latents: Latents) -> int:
     """Write `latents` to `path` atomically; returns the file's size in bytes."""
     check_latents(latents, path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(
-            f,
-            mu=latents.mu,
-            logvar=latents.logvar,
-            actions=latents.actions,
-            rewards=latents.rewards,
-            terminated=np.bool_(latents.terminated),
-            truncated=np.bool_(latents.truncated),
-        )
-    os.replace(tmp, path)
-    return path.stat().st_size
+    return durable.save_arrays(path, {
+        "mu": latents.mu,
+        "logvar": latents.logvar,
+        "actions": latents.actions,
+        "rewards": latents.rewards,
+        "terminated": np.bool_(latents.terminated),
+        "truncated": np.bool_(latents.truncated),
+    }, compress=False)
 
 
 def load_latents(path: Path, z_dim: int | None = None) -> Latents:
@@ -80,13 +74,9 @@ def load_latents(path: Path, z_dim: int | None = None) -> Latents:
     With `z_dim`, a file of another latent size is refused too.
     """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in FIELDS if name not in data.files]
-            if missing:
-                raise DamagedLatents(f"latent file {path} lacks {missing}")
-            arrays = {name: data[name] for name in FIELDS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DamagedLatents(f"latent file {path} is damaged ({exc})") from exc
+        arrays = durable.load_arrays(path, FIELDS, "latent file")
+    except durable.DamagedFile as exc:
+        raise DamagedLatents(str(exc)) from exc
     latents = Latents(
         mu=arrays["mu"],
         logvar=arrays["logvar"],
@@ -120,3 +110,11 @@ def check_latents(latents: Latents, path: Path, z_dim: int | None = None) -> Non
         problems.append(f"rewards have shape {latents.rewards.shape} for {t} actions")
     if problems:
         raise DamagedLatents(f"latent file {path} is inconsistent: {'; '.join(problems)}")
+
+
+def latent_steps(path: Path) -> int:
+    """Transitions of a latent file, reading only its small rewards array."""
+    try:
+        return len(durable.read_array(path, "rewards", "latent file"))
+    except durable.DamagedFile as exc:
+        raise DamagedLatents(str(exc)) from exc

@@ -12,7 +12,10 @@ Results. (task, result) pairs come back in completion order, as from the local p
 task computes exactly what it computes there (same function, same seeds, one thread), so
 callers cannot tell the backends apart. An exception raised by a task is raised again as
 itself. An actor that dies (killed, out of memory, its node lost) is restarted and its task
-retried once by Ray; if that fails too, the run stops with WorkerDied instead of hanging.
+retried once by Ray; if that fails too, the run stops with WorkerDied instead of hanging. A
+task still running past its deadline (pool.run_tasks) stops the run with TaskTimedOut, naming
+the actor's PID and node; its actors are killed. The deadline counts from when the task is
+sent, as only idle actors get one: for an actor's first task that includes its start.
 
 Files. Tasks read and write paths (models, episodes): on a cluster of several machines,
 `paths.outputs` must be on a filesystem every node mounts at the same path.
@@ -22,13 +25,24 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ray
 import ray.exceptions
 
-from worldmodel.pool import ONE_THREAD_ENV, Backend, BackendUnavailable, WorkerDied, _init_worker
+from worldmodel.workers import (
+    ONE_THREAD_ENV,
+    POLL_S,
+    Backend,
+    BackendUnavailable,
+    WorkerDied,
+    setup_worker,
+    task_timed_out,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +60,13 @@ class _Worker:
                  preload: tuple[str, ...]) -> None:
         for module in preload:  # what the local forkserver would have imported once
             importlib.import_module(module)
-        _init_worker(initializer, initargs)
+        setup_worker(initializer, initargs)
 
     def run(self, fn: Callable[..., Any], task: tuple) -> Any:
         return fn(*task)
+
+    def where(self) -> str:
+        return f"PID {os.getpid()} on {socket.gethostname()}"
 
 
 class _Actors:
@@ -58,6 +75,9 @@ class _Actors:
     def __init__(self, key: tuple) -> None:
         self.key = key
         self.handles: list = []
+        # handle -> its answer to `where`, asked when it starts: once it runs a stuck task it
+        # can answer nothing more (one task at a time).
+        self.where: dict = {}
 
     def take(self, count: int) -> list:
         """`count` actors, starting the ones missing."""
@@ -66,14 +86,23 @@ class _Actors:
         # cluster we join may have been started with other settings.
         options = {"runtime_env": {"env_vars": ONE_THREAD_ENV}}
         while len(self.handles) < count:
-            self.handles.append(_Worker.options(**options).remote(initializer, initargs,
-                                                                   preload))
+            handle = _Worker.options(**options).remote(initializer, initargs, preload)
+            self.handles.append(handle)
+            self.where[handle] = handle.where.remote()
         return self.handles[:count]
+
+    def describe(self, handle: Any) -> str:
+        """`PID 123 on host`, or less if the actor has not got that far."""
+        try:
+            return ray.get(self.where[handle], timeout=5)
+        except (KeyError, ray.exceptions.RayError):
+            return "(PID unknown: it had not started)"
 
     def kill(self) -> None:
         for handle in self.handles:
             ray.kill(handle, no_restart=True)
         self.handles = []
+        self.where = {}
 
 
 _kept: _Actors | None = None
@@ -165,13 +194,14 @@ def run_tasks(
     initargs: tuple,
     preload: tuple[str, ...],
     backend: Backend,
+    deadline_s: float | None = None,
 ) -> Iterator[tuple[tuple, Any]]:
     """pool.run_tasks on Ray: yield (task, fn(*task)) as tasks finish."""
     global _kept
     connect(backend)
     idle = list(_actors(initializer, initargs, preload, workers))
     tasks = iter(tasks)
-    running: dict[ray.ObjectRef, tuple[Any, tuple]] = {}
+    running: dict[ray.ObjectRef, tuple[Any, tuple, float]] = {}  # -> (actor, task, sent at)
     finished = False
     try:
         while True:
@@ -180,18 +210,31 @@ def run_tasks(
                 if task is None:
                     break
                 actor = idle.pop()
-                running[actor.run.remote(fn, task)] = (actor, task)
+                running[actor.run.remote(fn, task)] = (actor, task, time.monotonic())
             if not running:
                 finished = True
                 return
-            [ref], _ = ray.wait(list(running), num_returns=1)
-            actor, task = running.pop(ref)
-            result = _result(ref, what)
-            idle.append(actor)
-            yield task, result
+            ready, _ = ray.wait(list(running), num_returns=1,
+                                timeout=None if deadline_s is None else POLL_S)
+            if ready:
+                actor, task, _ = running.pop(ready[0])
+                result = _result(ready[0], what)
+                idle.append(actor)
+                yield task, result
+            if deadline_s is not None:
+                _check_deadline(running, deadline_s, fn, what)
     finally:
         if not finished and _kept is not None:
             # Stopped early (an error, a dead actor, or the caller stopped reading): busy
             # actors would finish tasks nobody reads, so they go; the next call starts afresh.
             _kept.kill()
             _kept = None
+
+
+def _check_deadline(running: dict[ray.ObjectRef, tuple[Any, tuple, float]],
+                    deadline_s: float, fn: Callable[..., Any], what: str) -> None:
+    now = time.monotonic()
+    for actor, task, sent in running.values():
+        if now - sent > deadline_s:
+            where = _kept.describe(actor) if _kept is not None else "(PID unknown)"
+            raise task_timed_out(what, fn, task, where, now - sent, deadline_s)

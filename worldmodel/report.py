@@ -14,16 +14,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from worldmodel import seeding
+from worldmodel import durable, layout, seeding
 from worldmodel.errors import StoreError
 from worldmodel.store import MANIFEST
 
 SUMMARY = "summary.json"
 REPORT = "report.md"
-STEPS = ("collect", "vae", "encode", "mdrnn", "controller", "evaluate", "figures")
 TITLES = {"vae": "V: the VAE", "mdrnn": "M: the MDN-RNN", "controller": "C: CMA-ES",
           "evaluate": "The agent on unseen tracks"}
-VIDEOS = ("best_episode", "median_episode", "worst_episode")
+
+
+def step_names(summary: dict) -> list[str]:
+    """The steps a summary holds, in the order of the pipeline's table (the runner writes them
+    in that order)."""
+    return [name for name in summary if name != "run"]
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -161,7 +165,7 @@ def steps_section(summary: dict, manifests: dict[str, dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     run_seconds = summary.get("run", {}).get("seconds")
-    for name in STEPS:
+    for name in step_names(summary):
         entry = summary.get(name)
         if not isinstance(entry, dict):
             continue
@@ -208,7 +212,7 @@ def environment_section(summary: dict, manifests: dict[str, dict]) -> list[str]:
 
 def numbers_section(summary: dict) -> list[str]:
     lines = []
-    for name in STEPS:
+    for name in step_names(summary):
         entry = summary.get(name)
         if not isinstance(entry, dict):
             continue
@@ -244,7 +248,8 @@ def figures_section(figures_dir: Path, drawn: dict, base: Path,
         lines.append("")
     ev = summary.get("evaluate")
     if isinstance(ev, dict) and ev.get("path"):
-        videos = [p for stem in VIDEOS for p in sorted(Path(ev["path"]).glob(stem + ".*"))]
+        videos = [p for stem in layout.EVALUATE.VIDEOS
+                  for p in sorted(Path(ev["path"]).glob(stem + ".*"))]
         if videos:
             lines += ["Videos of the agent (stored with the evaluate result): " + ", ".join(
                 f"[{p.name}]({link(p, base)})" for p in videos), ""]
@@ -275,9 +280,7 @@ def write_report(path: Path, summary: dict, figures_dir: Path | None = None,
             drawn = json.loads(index.read_text()) if index.is_file() else {}
         lines += ["## Figures", "", *figures_section(figures_dir, drawn, path.parent, summary)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, path)
+    durable.write_text(path, "\n".join(lines).rstrip() + "\n")
     return path
 
 

@@ -42,7 +42,7 @@ from worldmodel.models import (
     build_from_checkpoint,
     frames_to_tensor,
 )
-from worldmodel.pool import run_tasks
+from worldmodel.pool import run_tasks, task_deadline
 
 Z_MODES = ("mean", "sample")
 
@@ -290,7 +290,9 @@ def drive_jobs(jobs: Sequence[Job], files: AgentFiles, settings: DriveSettings, 
              for index, job in enumerate(jobs))
     workers = max(1, min(workers, len(jobs)))
     for task, rollouts in run_tasks(drive_task, tasks, workers, what, initializer=init_worker,
-                                    initargs=(files,), preload=(__name__,)):
+                                    initargs=(files,), preload=(__name__,),
+                                    deadline_s=task_deadline(settings.max_steps * max(
+                                        (len(job.tracks) for job in jobs), default=0))):
         results[task[0]] = rollouts
         if on_done is not None:
             on_done(task[0], rollouts)

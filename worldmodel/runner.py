@@ -15,10 +15,11 @@ says what it finished.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -31,11 +32,11 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from worldmodel import seeding, tracking
+from worldmodel import durable, layout, seeding, tracking
 from worldmodel.config import config_slice, drop_keys, typed
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.hardware import Hardware
-from worldmodel.store import Artifact, Store, step_key, write_json_atomic
+from worldmodel.store import Artifact, Store, step_key
 
 log = logging.getLogger("worldmodel")
 
@@ -83,14 +84,15 @@ class StepContext:
     def derive_seed(self, *path: int | str) -> int:
         return seeding.derive_seed(self.seed, self.name, *path)
 
-    def log_metrics(self, metrics: dict[str, Any], **index: Any) -> None:
-        """Append one JSON line to metrics.jsonl, names prefixed with the step (vae/loss)."""
+    def log_metrics(self, metrics: dict[str, Any], **index: Any) -> dict[str, Any]:
+        """Append one JSON line to metrics.jsonl, names prefixed with the step (vae/loss);
+        returns the row."""
         row = dict(index)
         row.update({f"{self.name}/{k}": v for k, v in metrics.items()})
         row["time"] = time.time()
-        with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row, default=float) + "\n")
+        durable.append_jsonl(self.dir / layout.METRICS, row)
         self.tracker.log_row(row)
+        return row
 
 
 def select_steps(table: Sequence[Step], requested: Any, what: str) -> list[str]:
@@ -159,6 +161,46 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def mark_killed_runs(outputs: Path, current: Path) -> list[Path]:
+    """Runs under `outputs` whose summary says "running" but whose process is gone: killed
+    (SIGKILL, out of memory, a power cut) before they could say so. Their summary becomes
+    "killed" and each is logged once. Runs of other hosts are left alone: their process
+    cannot be looked up from here."""
+    killed = []
+    host = socket.gethostname()
+    for path in sorted([*outputs.glob("runs/*/summary.json"),
+                        *outputs.glob("multiruns/*/*/summary.json")]):
+        if path.parent == current:
+            continue
+        try:
+            summary = durable.read_json(path)
+            record = summary["run"]
+        except (durable.DamagedFile, KeyError, TypeError):
+            continue
+        pid = record.get("pid")
+        if (record.get("status") != "running" or record.get("host") != host
+                or not isinstance(pid, int) or process_alive(pid)):
+            continue
+        record["status"] = "killed"
+        where = f" while computing {record['computing']}" if record.get("computing") else ""
+        durable.write_json(path, summary)
+        log.warning("the run in %s was killed%s (process %d is gone); what it finished is "
+                    "stored, and running its command again resumes the rest", path.parent,
+                    where, pid)
+        killed.append(path.parent)
+    return killed
+
+
 class Runner:
     """Executes a step table against one composed config."""
 
@@ -191,9 +233,17 @@ class Runner:
             out[step.name] = (step_key(step.name, step.version, identity, inputs), identity)
         return out
 
+    def check_configs(self) -> None:
+        """Type every step's config slice now: a bad value anywhere stops the run with one
+        line before any step runs, not after an hour of the steps before it."""
+        for step in self.table:
+            if step.config:
+                typed(step.config, config_slice(self.cfg, step.reads), f"step {step.name}")
+
     def run(self, requested: Any = "all", force: Any = ()) -> dict[str, Any]:
         wanted = select_steps(self.table, requested, "steps")
         forced = descendants(self.table, select_steps(self.table, force, "force"))
+        self.check_configs()
         # Forcing a step asks for everything downstream of it too.
         wanted = [s.name for s in self.table if s.name in set(wanted) | forced]
         keys = self.keys()
@@ -285,8 +335,11 @@ class Runner:
     ) -> Artifact:
         started = time.perf_counter()
 
-        def waiting() -> None:
-            log.info("[%s] another process is computing %s; waiting for it", step.name, key)
+        def waiting(holder: dict | None) -> None:
+            who = (f"process {holder.get('pid')} on {holder.get('host')} (since "
+                   f"{holder.get('since')})" if holder else "another process")
+            log.info("[%s] %s is computing %s %s; waiting for it", step.name, who, step.name,
+                     key)
 
         with self.store.lock(step.name, key, on_wait=waiting):
             artifact = None if force else self._checked.pop(step.name, None)
@@ -300,7 +353,10 @@ class Runner:
             if artifact is None:
                 # Every input of a step that must run was materialised before it (see _order).
                 inputs = {up: artifacts[up] for up in step.inputs}
+                self.summary["run"]["computing"] = step.name
+                self._write_summary()
                 artifact = self._compute(step, key, identity, inputs, force)
+                self.summary["run"].pop("computing")
         seconds = time.perf_counter() - started
         verb = "reused" if reused else f"ran in {seconds:.1f} s"
         log.info("[%s] %s -> %s", step.name, verb, artifact.path)
@@ -371,6 +427,8 @@ class Runner:
     def _run_record(self, wanted: list[str], forced: set[str]) -> dict[str, Any]:
         return {
             "status": "running",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
             "steps": wanted,
             "forced": sorted(forced),
             "seed": self.cfg.get("seed"),
@@ -389,4 +447,4 @@ class Runner:
 
     def _write_summary(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.run_dir / "summary.json", self.summary)
+        durable.write_json(self.run_dir / "summary.json", self.summary)

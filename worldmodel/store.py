@@ -23,16 +23,19 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worldmodel import durable
 from worldmodel.errors import StoreError
 
 MANIFEST = "manifest.json"
 VERIFY_MODES = ("hash", "size")
+LOCK_REPORT_S = 30.0  # how often a run waiting on another run's lock says whom it waits for
 
 
 def step_key(name: str, version: int, config: dict[str, Any], inputs: dict[str, str]) -> str:
@@ -63,13 +66,6 @@ def list_files(root: Path, with_hash: bool = True) -> dict[str, dict[str, Any]]:
     return files
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def describe_difference(stored: Any, current: Any, where: str = "") -> str | None:
     """The first place two JSON-like values differ, as 'a.b: stored X, now Y'."""
     if isinstance(stored, dict) and isinstance(current, dict):
@@ -86,6 +82,15 @@ def describe_difference(stored: Any, current: Any, where: str = "") -> str | Non
     if stored != current:
         return f"{where or 'value'}: stored {stored!r}, now {current!r}"
     return None
+
+
+def read_holder(lock_path: Path) -> dict[str, Any] | None:
+    """What the process holding a lock wrote into it: pid, host, step, key, since."""
+    try:
+        holder = json.loads(lock_path.read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
 
 
 @dataclass(frozen=True)
@@ -126,21 +131,40 @@ class Store:
         return self.root / step / f".staging-{key}"
 
     @contextlib.contextmanager
-    def lock(self, step: str, key: str, on_wait=None) -> Iterator[None]:
-        """Hold the lock on (step, key) so two processes never compute it at once."""
+    def lock(self, step: str, key: str, on_wait=None, every: float = LOCK_REPORT_S
+             ) -> Iterator[None]:
+        """Hold the lock on (step, key) so two processes never compute it at once.
+
+        While another process holds it, `on_wait(holder)` is called at once and then every
+        `every` seconds, with what the holder wrote into the lock file (its pid, host, step and
+        since when; None if unreadable). The OS releases the lock of a killed process.
+        """
         path = self.root / step / f".lock-{key}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if on_wait:
-                    on_wait()
-                fcntl.flock(handle, fcntl.LOCK_EX)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            reported = None
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    now = time.monotonic()
+                    if on_wait and (reported is None or now - reported >= every):
+                        on_wait(read_holder(path))
+                        reported = now
+                    time.sleep(0.2)
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "step": step,
+                      "key": key, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def find(
         self, step: str, key: str, config: dict[str, Any], inputs: dict[str, str]
@@ -228,14 +252,16 @@ class Store:
         already exists (a forced recompute), it is replaced only after the new one is sealed.
         """
         staging = self.staging_dir(step, key)
+        durable.remove_leftovers(staging)  # temporary files of writes a kill cut short
         manifest = dict(manifest, files=list_files(staging))
-        write_json_atomic(staging / MANIFEST, manifest)
+        durable.write_json(staging / MANIFEST, manifest)
         final = self.final_dir(step, key)
         old = None
         if final.exists():
             old = final.with_name(f".replaced-{key}-{time.time_ns()}")
             os.replace(final, old)
         os.replace(staging, final)
+        durable.fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return Artifact(step, key, final, manifest)

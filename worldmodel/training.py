@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from worldmodel import figures
-from worldmodel.errors import StoreError, WorldModelError
+from worldmodel import durable, layout
+from worldmodel.errors import WorldModelError
 from worldmodel.models import build_from_checkpoint, checkpoint
 
 
@@ -33,45 +33,86 @@ def split_episodes(count: int, val_fraction: float, rng: np.random.Generator) ->
 
 def save_atomic(data: dict, path: Path) -> None:
     """torch.save so that a kill leaves the previous file (or none), never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    with durable.atomic_write(path) as f:
+        torch.save(data, f)
 
 
-def keep_metrics_up_to(path: Path, last: int, index: str = "epoch") -> None:
+def keep_metrics_up_to(path: Path, last: int, index: str = "epoch") -> list[dict]:
     """Drop metric rows whose `index` (epoch, generation) is after `last`: rows a killed run
-    logged for work it did not get to save, which the resumed run logs again."""
-    if not path.exists():
-        return
-    rows = [row for row in figures.read_metrics(path) if row.get(index, 0) <= last]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
+    logged for work it did not get to save, which the resumed run logs again. Returns the rows
+    kept."""
+    rows = [row for row in durable.read_jsonl(path) if row.get(index, 0) <= last]
+    if path.exists():
+        durable.rewrite_jsonl(path, rows)
+    return rows
+
+
+def has_epochs(rows: list[dict], epochs: int) -> bool:
+    """Whether metrics rows are exactly those of epochs 1..epochs, in order."""
+    return [row.get("epoch") for row in rows] == list(range(1, epochs + 1))
+
+
+def finished_model(step_dir: Path, model_name: str, epochs: int, log) -> bool:
+    """Whether a training step's model.pt is stored with the metrics of all its epochs.
+
+    A model.pt without them (metrics.jsonl damaged or deleted) cannot be completed: the rows
+    come from training. It is removed, and the step trains again.
+    """
+    model, rows = step_dir / model_name, durable.read_jsonl(step_dir / layout.METRICS)
+    if not model.exists():
+        if rows:
+            log.warning("%s is missing and only training makes it: training again", model)
+        return False
+    if has_epochs(rows, epochs):
+        return True
+    log.warning("%s lacks the rows of epochs 1-%d, which only training makes: training again",
+                step_dir / layout.METRICS, epochs)
+    model.unlink()
+    return False
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    epoch: int) -> None:
-    """The state after `epoch`: what a resumed run continues from."""
-    save_atomic({"epoch": epoch, "model": checkpoint(model), "optimizer": optimizer.state_dict()},
-                path)
+                    epoch: int, rows: list[dict]) -> None:
+    """The state after `epoch`, with the metrics rows so far: what a resumed run continues
+    from (and how it remakes metrics.jsonl, whatever happened to that file)."""
+    save_atomic({"epoch": epoch, "model": checkpoint(model), "optimizer": optimizer.state_dict(),
+                 "rows": rows}, path)
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    device: torch.device) -> int:
-    """Restore model and optimizer from `path`; returns the epoch it completed (0: none)."""
-    if not path.exists():
-        return 0
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        saved = build_from_checkpoint(type(model), state["model"], expect=model.config())
-        model.load_state_dict(saved.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        return int(state["epoch"])
-    except (OSError, EOFError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as exc:
-        raise StoreError(
-            f"the training checkpoint {path} cannot be used ({exc}); delete it to train from "
-            "the start"
-        ) from exc
+def resume(step_dir: Path, checkpoint_name: str,
+           make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]], device: torch.device,
+           log) -> tuple[nn.Module, torch.optim.Optimizer, int, list[dict]]:
+    """Model and optimizer from `make()`, restored from the step's training checkpoint if a
+    killed run left one, and metrics.jsonl remade from the checkpoint's rows.
+
+    Returns (model, optimizer, epochs completed, their metrics rows). A checkpoint that cannot
+    be used (damaged on disk, or without the rows of its epochs) is moved aside and training
+    starts from fresh objects: nothing that a rerun cannot remake is lost.
+    """
+    path, metrics = step_dir / checkpoint_name, step_dir / layout.METRICS
+    model, optimizer = make()
+    done, rows = 0, []
+    if path.exists():
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+            done = int(state["epoch"])
+            # Checkpoints written before the rows were kept in them: the file's rows.
+            rows = state.get("rows") or keep_metrics_up_to(metrics, done)
+            if not has_epochs(rows, done):
+                raise ValueError(f"the metrics of epochs 1-{done} are not all there")
+            saved = build_from_checkpoint(type(model), state["model"], expect=model.config())
+            model.load_state_dict(saved.state_dict())
+            optimizer.load_state_dict(state["optimizer"])
+        except (OSError, EOFError, RuntimeError, KeyError, ValueError, TypeError,
+                pickle.UnpicklingError) as exc:
+            aside = path.with_name(path.name + ".damaged")
+            os.replace(path, aside)
+            log.warning("the training checkpoint %s cannot be used (%s; moved to %s): training "
+                        "from the start", path, exc, aside.name)
+            model, optimizer = make()
+            done, rows = 0, []
+    durable.rewrite_jsonl(metrics, rows)
+    return model, optimizer, done, rows
 
 
 def cpu_copy(model: nn.Module) -> nn.Module:

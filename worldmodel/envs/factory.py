@@ -24,12 +24,14 @@ import numpy as np
 from gymnasium.envs.box2d.car_racing import CarRacing
 from gymnasium.wrappers import TimeLimit
 
+from worldmodel.config import at_least, one_of, require
 from worldmodel.envs.fast_car_racing import FastCarRacing
 
 FRAME_SIZE = 96  # CarRacing observations are FRAME_SIZE x FRAME_SIZE x 3 uint8
 HUD_ROWS = 12  # the dashboard strip: 100 of the 800 window rows, i.e. 12 of the 96 frame rows
 ZOOM_FRAMES = 50  # the first observations (reset's included) that can show the zoom-in
 RENDERERS = {"fast": FastCarRacing, "stock": CarRacing}
+SOLVED = 900.0  # CarRacing-v0's "solved" threshold (mean over 100 episodes), the paper's bar
 
 
 @dataclass
@@ -61,6 +63,10 @@ class EnvConfig:
     # count agent steps. 1 is the original's agent, acting on every frame.
     action_repeat: int = 1
 
+    def __post_init__(self) -> None:
+        require([*one_of("env.renderer", self.renderer, RENDERERS),
+                 *at_least("env", self, ("max_steps", "frame_size", "action_repeat"))])
+
 
 def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gymnasium.Env:
     """Build CarRacing (continuous actions) with the chosen renderer and a `max_steps` TimeLimit.
@@ -68,16 +74,7 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gymnasium.Env:
     `render_mode` is CarRacing's: None, "rgb_array" (600x400 frames from `render()`),
     "state_pixels" or "human". Observations are always the 96x96 state frames.
     """
-    env_class = RENDERERS.get(cfg.renderer)
-    if env_class is None:
-        valid = ", ".join(repr(name) for name in RENDERERS)
-        raise ValueError(f"unknown renderer {cfg.renderer!r}; valid choices: {valid}")
-    if cfg.max_steps < 1:
-        raise ValueError(f"max_steps must be a positive number of steps, got {cfg.max_steps}")
-    if cfg.action_repeat < 1:
-        raise ValueError(f"env.action_repeat={cfg.action_repeat} must be >= 1 (1: act on every "
-                         "frame)")
-    env = env_class(
+    env = RENDERERS[cfg.renderer](
         render_mode=render_mode,
         lap_complete_percent=cfg.lap_complete_percent,
         domain_randomize=cfg.domain_randomize,

@@ -9,14 +9,16 @@ configuration asks for, with a message that says how to fix it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.models.controller import Controller, act_batch, squash_actions
 from worldmodel.models.mdrnn import MDRNN, MDNOutput, mdn_nll, mdrnn_loss, sample
-from worldmodel.models.vae import VAE, frames_to_tensor, sample_latent, vae_loss
+from worldmodel.models.vae import VAE, frames_to_tensor, sample_latent, to_uint8, vae_loss
 
 __all__ = [
     "VAE",
@@ -27,12 +29,15 @@ __all__ = [
     "act_batch",
     "build_from_checkpoint",
     "checkpoint",
+    "checkpoint_kwargs",
+    "controller_size",
     "frames_to_tensor",
     "mdn_nll",
     "mdrnn_loss",
     "sample",
     "sample_latent",
     "squash_actions",
+    "to_uint8",
     "vae_loss",
 ]
 
@@ -83,3 +88,20 @@ def build_from_checkpoint(
     model = cls(**kwargs)
     model.load_state_dict(ckpt["state_dict"])
     return model
+
+
+def checkpoint_kwargs(path: Path) -> dict[str, Any]:
+    """A checkpoint's constructor arguments, without reading its weights into memory (the
+    tensors are memory-mapped, and never touched)."""
+    if not Path(path).is_file():
+        raise StoreError(f"the checkpoint {path} is missing")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if "kwargs" not in ckpt:
+        raise StoreError(f"{path} is not a model checkpoint (it has {sorted(ckpt)})")
+    return dict(ckpt["kwargs"])
+
+
+def controller_size(vae_model: Path, mdrnn_model: Path) -> dict[str, int]:
+    """C's constructor arguments for a V and an M: V's z size and M's hidden size."""
+    return {"z_dim": checkpoint_kwargs(vae_model)["z_dim"],
+            "hidden_size": checkpoint_kwargs(mdrnn_model)["hidden_size"]}

@@ -131,3 +131,8 @@ def frames_to_tensor(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     images = frames.permute(0, 3, 1, 2).to(torch.float32, memory_format=memory_format)
     return images.div_(255.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Float images (N, C, H, W) in [0, 1] -> uint8 (N, H, W, C)."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

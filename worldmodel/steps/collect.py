@@ -12,7 +12,6 @@ collection resumes by skipping the episodes on disk, and a damaged file is colle
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +20,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from worldmodel import seeding
-from worldmodel.envs import EnvConfig, make_env, make_policy, preprocess
+from worldmodel import durable, seeding
+from worldmodel.config import at_least, one_of, require
+from worldmodel.envs import POLICIES, EnvConfig, make_env, make_policy, preprocess
 from worldmodel.episodes import (
+    DamagedEpisode,
     Episode,
     episode_index,
     episode_path,
-    is_readable,
+    load_episode,
     save_episode,
 )
-from worldmodel.pool import run_tasks
+from worldmodel.pool import run_tasks, task_deadline
 
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
@@ -54,6 +55,10 @@ class CollectConfig:
     seed: int
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectParams = field(default_factory=CollectParams)
+
+    def __post_init__(self) -> None:
+        require([*at_least("collect", self.collect, ("episodes", "max_steps")),
+                 *one_of("collect.policy", self.collect.policy, POLICIES)])
 
 
 def collect_episode(
@@ -93,33 +98,27 @@ def collect_episode(
             "bytes": size, "lap_finished": lap_finished}
 
 
-def finished_episodes(directory: Path, log) -> dict[int, Path]:
-    """Episodes a previous (killed) run completed; files cut short are removed to be redone."""
+def finished_episodes(directory: Path, log) -> dict[int, dict]:
+    """The stats of episodes a previous (killed) run completed. Every file is read in full, so
+    one cut short or changed fails its CRC check; it is removed, to be collected again."""
+    durable.remove_leftovers(directory)
     done = {}
     for path in sorted(directory.glob("ep_*.npz")):
-        if is_readable(path):
-            done[episode_index(path)] = path
-        else:
-            log.warning("episode file %s is damaged; collecting it again", path)
+        try:
+            episode = load_episode(path)
+        except DamagedEpisode as exc:
+            log.warning("%s; collecting it again", exc)
             path.unlink()
-    for leftover in directory.glob("*.tmp"):
-        leftover.unlink()
+            continue
+        done[episode_index(path)] = {
+            "index": episode_index(path), "steps": episode.steps, "return": episode.total_reward,
+            "bytes": path.stat().st_size, "lap_finished": episode.lap_finished}
     return done
-
-
-def episode_stats(path: Path) -> dict:
-    with np.load(path) as data:
-        rewards = data["rewards"]
-        return {"index": episode_index(path), "steps": len(rewards),
-                "return": float(rewards.sum(dtype=np.float64)),
-                "bytes": path.stat().st_size, "lap_finished": bool(data["lap_finished"])}
 
 
 def run(ctx: StepContext) -> dict:
     cfg: CollectConfig = ctx.config
     params = cfg.collect
-    if params.episodes < 1 or params.max_steps < 1:
-        raise ValueError("collect.episodes and collect.max_steps must be >= 1")
     directory = ctx.dir / "episodes"
     directory.mkdir(exist_ok=True)
     done = finished_episodes(directory, ctx.log)
@@ -127,7 +126,7 @@ def run(ctx: StepContext) -> dict:
     if done:
         ctx.log.info("%d of %d episodes already on disk; collecting the other %d",
                      len(done), params.episodes, len(todo))
-    stats = {i: episode_stats(path) for i, path in done.items()}
+    stats = dict(done)
     workers = min(ctx.hardware.workers, max(len(todo), 1))
     ctx.log.info("collecting %d episodes of up to %d frames with policy '%s' on %d workers",
                  len(todo), params.max_steps, params.policy, workers)
@@ -135,13 +134,14 @@ def run(ctx: StepContext) -> dict:
     started, frames = time.perf_counter(), 0
     with tqdm(total=params.episodes, initial=len(done), unit="ep", desc="collect") as bar:
         for _, result in run_tasks(collect_episode, tasks, workers, "collecting episodes",
-                                   preload=(__name__,)):
+                                   preload=(__name__,),
+                                   deadline_s=task_deadline(params.max_steps)):
             stats[result["index"]] = result
             frames += result["steps"]
             bar.set_postfix(frames_per_s=f"{frames / (time.perf_counter() - started):.0f}")
             bar.update()
     summary = summarize(stats, params)
-    (ctx.dir / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
+    durable.write_json(ctx.dir / "dataset.json", summary)
     ctx.log.info("dataset: %d episodes, %d frames, %.1f MB on disk, return %.1f ± %.1f",
                  summary["episodes"], summary["frames"], summary["bytes"] / 1e6,
                  summary["mean_return"], summary["std_return"])

@@ -11,8 +11,9 @@ states of dreams). Outputs, in the step's directory:
     metrics.jsonl    per generation: controller/best, mean, worst (fitness: mean return of a
                      candidate's rollouts), sigma, seconds, env_steps, steps_per_s; every
                      score_every generations also score_mean and score_best (see Scoring)
-    cma_es.png       those curves, drawn from metrics.jsonl alone (make_figure)
+    cma_es.png       those curves, drawn from metrics.jsonl alone (worldmodel/figures/controller.py)
     best_dream.gif   dream mode: V's decoding of the kept controller dreaming (not required)
+    es_state.pkl     the final CMA-ES search state (see Resume) and es_state.json, its record
 
 Search. CMA-ES (pycma) over C's flat parameters, from x0 = 0 with step size sigma0 (0.1 as the
 original). Each generation every candidate drives `rollouts` episodes, and all candidates
@@ -45,50 +46,47 @@ controller.generations in the real game, continuing the same CMA-ES: its mean, s
 covariance are where the dream left them. The end of the pre-training is scored once (summary:
 pretrained_score, what the dream alone made of C), then every score_every real generations.
 
-Resume. After every generation the ES (pickled, with its private random generator) and the
-best-so-far are saved atomically to es_state.pkl, which is read only from this step's own
-staging directory and deleted once controller.pt is written. CMA-ES draws its samples from a
-Generator seeded from (seed, "controller", "cma", generation), never from numpy's global one,
-so a run killed at any point and started again ends with exactly the controller an
-uninterrupted run gets. Dreams draw from generators seeded per generation and rollout, so the
-same holds in dream mode (on the same device and thread count: batched products may round
-differently elsewhere).
+Resume. The search (worldmodel/evolution.py) saves its whole state after every generation
+to es_state.pkl (with its sha256 and the versions that wrote it in es_state.json) and draws
+its samples from generators seeded per generation, so a run killed at any point and started
+again ends with exactly the controller an uninterrupted run gets. Dreams draw from generators
+seeded per generation and rollout, so the same holds in dream mode (on the same device and
+thread count: batched products may round differently elsewhere). The state stays in the
+result: every other file (controller.pt, es_mean.pt, controller.json, metrics.jsonl, the
+figures) is made from it, so any of them that is damaged is remade without searching again.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-import cma
 import numpy as np
-from tqdm import tqdm
 
-from worldmodel import dream, figures, seeding
+from worldmodel import dream, durable, layout, seeding
+from worldmodel.config import at_least, one_of
 from worldmodel.envs import EnvConfig
 from worldmodel.errors import ConfigError, StoreError
-from worldmodel.models import MDRNN, VAE, Controller, checkpoint
+from worldmodel.evolution import (
+    Evaluation,
+    FitnessFn,
+    ScoreFn,
+    SearchState,
+    evolve,
+    load_state,
+    new_es,
+)
+from worldmodel.figures import controller as controller_figures
+from worldmodel.models import MDRNN, VAE, Controller, checkpoint, controller_size
 from worldmodel.pool import keep_workers
 from worldmodel.rollout import Z_MODES, AgentFiles, DriveSettings, Job, drive_jobs, load_model
-from worldmodel.store import write_json_atomic
-from worldmodel.training import keep_metrics_up_to, save_atomic
+from worldmodel.training import save_atomic
 
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
 
-MODEL = "controller.pt"
-MEAN_MODEL = "es_mean.pt"
-SUMMARY = "controller.json"
-STATE = "es_state.pkl"
-METRICS = "metrics.jsonl"
-FIGURE = "cma_es.png"
-DREAM_GIF = "best_dream.gif"
+FILES = layout.CONTROLLER
 MODES = ("real", "dream")
 
 
@@ -140,20 +138,20 @@ class ControllerStepConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     controller: ControllerParams = field(default_factory=ControllerParams)
 
+    def __post_init__(self) -> None:
+        check_params(self.controller, self.env.action_repeat)
+
 
 def check_params(params: ControllerParams, action_repeat: int) -> None:
     problems = []
-    if params.mode not in MODES:
-        problems.append(f"controller.mode={params.mode!r} must be one of {', '.join(MODES)}")
-    if params.z not in Z_MODES:
-        problems.append(f"controller.z={params.z!r} must be one of {', '.join(Z_MODES)}")
+    problems += one_of("controller.mode", params.mode, MODES)
+    problems += one_of("controller.z", params.z, Z_MODES)
     if params.population < 3:
         # pycma's step-size adaptation injects a direction into every generation after the
         # first; with 2 candidates it fails there ("Found unused injected direction").
-        problems.append(f"controller.population={params.population} must be >= 3")
-    for name in ("rollouts", "generations", "max_steps", "score_every", "score_episodes"):
-        if getattr(params, name) < 1:
-            problems.append(f"controller.{name}={getattr(params, name)} must be >= 1")
+        problems += at_least("controller", params, ("population",), minimum=3)
+    problems += at_least("controller", params, ("rollouts", "generations", "max_steps",
+                                                "score_every", "score_episodes"))
     if params.sigma0 <= 0:
         problems.append(f"controller.sigma0={params.sigma0} must be > 0")
     if params.early_stop_steps is not None and params.early_stop_steps < 1:
@@ -193,22 +191,6 @@ def total_generations(params: ControllerParams) -> int:
 
 
 # --- fitness -----------------------------------------------------------------------------------
-
-
-class Evaluation(NamedTuple):
-    """Mean return per controller (higher is better) and the environment steps it took."""
-
-    returns: np.ndarray
-    env_steps: int
-    dream_steps: int = 0
-    """Agent-steps dreamed inside M (dream mode), and the seconds they took."""
-    dream_seconds: float = 0.0
-
-
-FitnessFn = Callable[[int, np.ndarray], Evaluation]
-"""(generation, candidates (P, n)) -> each candidate's fitness."""
-ScoreFn = Callable[[np.ndarray], Evaluation]
-"""(controllers (K, n)) -> each one's mean return on the score tracks."""
 
 
 def rollout_tracks(seed: int, generation: int, rollouts: int) -> list[int]:
@@ -343,71 +325,6 @@ def make_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles,
 # --- the search --------------------------------------------------------------------------------
 
 
-class PrivateNormal:
-    """cma's `randn` option: standard normal samples from a Generator set each generation,
-    instead of numpy's global random state, which a resumed process would not have."""
-
-    def __init__(self) -> None:
-        self.generator: np.random.Generator | None = None
-
-    def __call__(self, *shape: int) -> np.ndarray:
-        if self.generator is None:
-            raise RuntimeError("PrivateNormal used before a generator was set")
-        return self.generator.standard_normal(shape)
-
-
-def new_es(n_params: int, params: ControllerParams) -> cma.CMAEvolutionStrategy:
-    options = {
-        "popsize": params.population,
-        "randn": PrivateNormal(),
-        "seed": np.nan,  # never touch numpy's global random state
-        "verbose": -9,  # no console output and
-        "verb_log": 0,  # no outcmaes/ files: the step logs what matters itself
-        "verb_disp": 0,
-    }
-    return cma.CMAEvolutionStrategy(np.zeros(n_params), params.sigma0, options)
-
-
-@dataclass
-class SearchState:
-    """Everything a resumed search needs; pickled to es_state.pkl after every generation."""
-
-    es: cma.CMAEvolutionStrategy
-    generation: int = 0
-    env_steps: int = 0
-    best_params: np.ndarray | None = None
-    best_score: float = -np.inf
-    best_generation: int = 0
-    best_source: str = ""
-    dream_steps: int = 0
-
-
-def save_state(path: Path, state: SearchState) -> None:
-    """Atomically, so that a kill leaves the previous generation's state (or none)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-    os.replace(tmp, path)
-
-
-def load_state(directory: Path) -> SearchState | None:
-    """The state a killed run saved in this step's own staging directory, if any.
-
-    Unpickling runs code named by the file, so only this file is ever read: one written by
-    this step, in the directory only this step's key uses.
-    """
-    path = directory / STATE
-    if not path.exists():
-        return None
-    try:
-        state = pickle.loads(path.read_bytes())
-    except Exception as exc:  # a damaged pickle can raise nearly anything
-        raise StoreError(f"the CMA-ES state {path} cannot be read ({exc!r}); delete it to "
-                         "search from the first generation") from exc
-    if not isinstance(state, SearchState):
-        raise StoreError(f"{path} does not hold a CMA-ES search state; delete it")
-    return state
-
-
 def should_score(generation: int, params: ControllerParams) -> bool:
     """Every score_every generations and at the last; with dream pre-training, once at its end
     (what the dream alone achieved) and then every score_every real generations."""
@@ -416,71 +333,6 @@ def should_score(generation: int, params: ControllerParams) -> bool:
         return generation == pretraining
     return ((generation - pretraining) % params.score_every == 0
             or generation == total_generations(params))
-
-
-def run_scoring(state: SearchState, best_candidate: np.ndarray, generation: int,
-                score: ScoreFn) -> dict[str, float]:
-    """Score the ES mean and the generation's best candidate; keep the best ever scored."""
-    contenders = {"mean": np.asarray(state.es.result.xfavorite, dtype=np.float64),
-                  "best candidate": best_candidate}
-    result = score(np.stack(list(contenders.values())))
-    state.env_steps += result.env_steps
-    for (source, x), value in zip(contenders.items(), result.returns, strict=True):
-        if value > state.best_score:
-            state.best_params, state.best_score = x.copy(), float(value)
-            state.best_generation, state.best_source = generation, source
-    return {"score_mean": float(result.returns[0]), "score_best": float(result.returns[1]),
-            "score_env_steps": result.env_steps}
-
-
-def evolve(ctx: StepContext, params: ControllerParams, n_params: int, fitness: FitnessFn,
-           score: ScoreFn, dream_score: ScoreFn | None = None) -> SearchState:
-    """Run (or continue) CMA-ES for total_generations(params); returns the final state.
-
-    dream_score (dream mode) scores the same two controllers as `score`, inside M."""
-    state = load_state(ctx.dir) or SearchState(es=new_es(n_params, params))
-    keep_metrics_up_to(ctx.dir / METRICS, state.generation, index="generation")
-    total = total_generations(params)
-    if state.generation:
-        ctx.log.info("resuming after generation %d of %d", state.generation, total)
-    bar = tqdm(total=total, initial=state.generation, unit="gen", desc="controller")
-    with bar:
-        for generation in range(state.generation + 1, total + 1):
-            started = time.perf_counter()
-            state.es.opts["randn"].generator = ctx.rng("cma", generation)
-            solutions = state.es.ask()
-            evaluation = fitness(generation, np.stack(solutions))
-            returns = evaluation.returns
-            state.es.tell(solutions, (-returns).tolist())
-            state.env_steps += evaluation.env_steps
-            metrics = {"best": float(returns.max()), "mean": float(returns.mean()),
-                       "worst": float(returns.min()), "sigma": float(state.es.sigma),
-                       "env_steps": evaluation.env_steps}
-            dreamed = [evaluation]
-            if should_score(generation, params):
-                best = np.asarray(solutions[int(returns.argmax())], dtype=np.float64)
-                metrics.update(run_scoring(state, best, generation, score))
-                if dream_score is not None:
-                    mean = np.asarray(state.es.result.xfavorite, dtype=np.float64)
-                    dreamed.append(dream_score(np.stack([mean, best])))
-                    metrics.update(dream_score_mean=float(dreamed[-1].returns[0]),
-                                   dream_score_best=float(dreamed[-1].returns[1]))
-            if evaluation.dream_steps:
-                steps = sum(e.dream_steps for e in dreamed)
-                state.dream_steps += steps
-                metrics.update(dream_steps=steps, dream_steps_per_s=steps / max(
-                    sum(e.dream_seconds for e in dreamed), 1e-9))
-            seconds = time.perf_counter() - started
-            steps = evaluation.env_steps + metrics.get("score_env_steps", 0)
-            metrics.update(seconds=seconds, steps_per_s=steps / seconds)
-            # Logged before the state is saved: a resume drops the rows of later generations.
-            ctx.log_metrics(metrics, generation=generation)
-            state.generation = generation
-            save_state(ctx.dir / STATE, state)
-            ctx.log.info(generation_line(generation, params, metrics, state))
-            bar.update()
-            bar.set_postfix(best=f"{metrics['best']:.1f}", sigma=f"{metrics['sigma']:.3f}")
-    return state
 
 
 def generation_line(generation: int, params: ControllerParams, m: dict, state: SearchState
@@ -505,40 +357,6 @@ def generation_line(generation: int, params: ControllerParams, m: dict, state: S
 # --- outputs -----------------------------------------------------------------------------------
 
 
-def make_figure(step_dir: Path, out_dir: Path) -> Path:
-    """Draw cma_es.png from a controller result's metrics.jsonl alone.
-
-    Fitness from M's dream (dream mode, dream pre-training) and from the real game are drawn as
-    separate curves: their numbers are not comparable."""
-    rows = figures.read_metrics(step_dir / METRICS)
-    x = [row["generation"] for row in rows]
-    dreamed = ["controller/dream_steps" in row for row in rows]
-
-    def column(name: str, kind: bool | None = None) -> tuple[list, list]:
-        return x, [row.get(f"controller/{name}") if kind is None or d == kind else None
-                   for row, d in zip(rows, dreamed, strict=True)]
-
-    series = {}
-    for kind in (True, False):
-        if kind in dreamed:
-            where = " (dream)" if kind else ""
-            series.update({f"best candidate{where}": column("best", kind),
-                           f"population mean{where}": column("mean", kind),
-                           f"worst candidate{where}": column("worst", kind)})
-    score = "real score:" if any(dreamed) else "score:"
-    series.update({f"{score} CMA-ES mean": column("score_mean"),
-                   f"{score} generation's best": column("score_best")})
-    if any("controller/dream_score_mean" in row for row in rows):
-        series["dream score: CMA-ES mean"] = column("dream_score_mean")
-        series["dream score: generation's best"] = column("dream_score_best")
-    title = "C: CMA-ES fitness per generation and periodic scores"
-    if all(dreamed):
-        title = "C trained in M's dream: dream fitness, dream and real scores"
-    elif any(dreamed):
-        title = "C: pre-trained in M's dream, then evolved in the real game"
-    return figures.curves(series, out_dir / FIGURE, "generation", "mean return", title=title)
-
-
 def write_best_dream(dreamer: dream.Dreamer, files: AgentFiles, controller: np.ndarray,
                      seed: int, path: Path) -> Path:
     """best_dream.gif: what the kept controller dreams from the first episode, through V."""
@@ -554,27 +372,59 @@ def save_controller(path: Path, flat: np.ndarray, size: dict[str, int]) -> None:
     save_atomic(checkpoint(controller), path)
 
 
-def controller_size(files: AgentFiles) -> dict[str, int]:
-    """C's constructor arguments: V's z size and M's hidden size."""
-    vae = load_model(VAE, files.vae, "controller: the trained VAE")
-    mdrnn = load_model(MDRNN, files.mdrnn, "controller: the trained MDN-RNN")
-    return {"z_dim": vae.z_dim, "hidden_size": mdrnn.hidden_size}
+def search_summary(state: SearchState, params: ControllerParams, size: dict[str, int],
+                   dreamer: dream.Dreamer | None) -> dict:
+    """controller.json: the settings, the kept controller and the search's totals, from the
+    final state alone (so a damaged controller.json is remade without searching again)."""
+    rows = state.rows
+    summary = {
+        "z": params.z, "mode": params.mode, "size": size,
+        "best_score": state.best_score, "best_generation": state.best_generation,
+        "best_source": state.best_source, "score_episodes": params.score_episodes,
+        "generations": state.generation, "population": params.population,
+        "rollouts": params.rollouts, "env_steps": state.env_steps,
+        "final_sigma": float(state.es.sigma),
+        "final_best_fitness": rows[-1]["controller/best"],
+        "final_mean_fitness": rows[-1]["controller/mean"],
+        # Summed over generations, so a resumed search counts the time of every generation once.
+        "search_seconds": round(sum(row["controller/seconds"] for row in rows), 3),
+    }
+    if dreamer is not None:
+        summary.update(temperature=params.temperature, dream_start=params.dream_start,
+                       dream_horizon=dreamer.horizon, dream_steps=state.dream_steps)
+    if params.mode == "dream":
+        scored = [row for row in rows if "controller/dream_score_mean" in row]
+        summary.update(final_dream_score=scored[-1]["controller/dream_score_mean"],
+                       final_real_score=scored[-1]["controller/score_mean"])
+    if params.dream_generations:
+        # What the dream alone made of C: the real score at the end of pre-training.
+        summary.update(dream_generations=params.dream_generations, pretrained_score=next(
+            row["controller/score_mean"] for row in rows
+            if row["generation"] == params.dream_generations))
+    return summary
 
 
 def run(ctx: StepContext) -> dict:
     cfg: ControllerStepConfig = ctx.config
     params = cfg.controller
-    check_params(params, cfg.env.action_repeat)
     files = AgentFiles(str(ctx.inputs["vae"].path / "model.pt"),
                        str(ctx.inputs["mdrnn"].path / "model.pt"), cfg.env)
     dreamer = make_dreamer(ctx, params, files) if dreams(params) else None
     fitness = make_fitness(ctx, params, files, dreamer)
     in_dream = params.mode == "dream"
-    if (ctx.dir / MODEL).exists():
-        ctx.log.info("the search finished in an earlier run; drawing the figure")
+    size = controller_size(Path(files.vae), Path(files.mdrnn))
+    state = load_state(ctx.dir, ctx.log)
+    if state is not None and state.generation >= total_generations(params):
+        ctx.log.info("the search finished in an earlier run; remaking its files from %s",
+                     FILES.STATE)
     else:
-        size = controller_size(files)
-        n_params = Controller(**size).num_params
+        stale = [name for name in (FILES.MODEL, FILES.MEAN_MODEL, FILES.SUMMARY)
+                 if (ctx.dir / name).exists()]
+        if state is None and stale:
+            ctx.log.warning("%s cannot be remade without the search state %s: searching again",
+                            ", ".join(stale), FILES.STATE)
+        state = state or SearchState(es=new_es(Controller(**size).num_params, params.population,
+                                               params.sigma0))
         real = f"in the real game on {ctx.hardware.workers} workers"
         dreamt = f"in the dream on {ctx.hardware.device} (tau {params.temperature})"
         where = (f"{params.generations} generations {dreamt}, scored {real}" if in_dream else
@@ -582,49 +432,25 @@ def run(ctx: StepContext) -> dict:
         if params.dream_generations:
             where = f"{params.dream_generations} generations {dreamt}, then {where}"
         ctx.log.info("CMA-ES on %d parameters: population %d x %d rollouts of up to %d frames, "
-                     "%s; sigma0 %g", n_params, params.population, params.rollouts,
-                     params.max_steps, where, params.sigma0)
-        started = time.perf_counter()
+                     "%s; sigma0 %g", Controller(**size).num_params, params.population,
+                     params.rollouts, params.max_steps, where, params.sigma0)
         with keep_workers():  # one set of workers for every generation and scoring
-            state = evolve(ctx, params, n_params, fitness, real_score(ctx, params, files),
-                           dream_score(ctx, params, dreamer) if in_dream else None)
-        rows = figures.read_metrics(ctx.dir / METRICS)
-        last = rows[-1]
-        summary = {
-            "z": params.z, "mode": params.mode, "size": size,
-            "best_score": state.best_score, "best_generation": state.best_generation,
-            "best_source": state.best_source, "score_episodes": params.score_episodes,
-            "generations": state.generation, "population": params.population,
-            "rollouts": params.rollouts, "env_steps": state.env_steps,
-            "final_sigma": float(state.es.sigma),
-            "final_best_fitness": last["controller/best"],
-            "final_mean_fitness": last["controller/mean"],
-            "search_seconds": round(time.perf_counter() - started, 3),
-        }
-        if dreamer is not None:
-            summary.update(temperature=params.temperature, dream_start=params.dream_start,
-                           dream_horizon=dreamer.horizon, dream_steps=state.dream_steps)
-        if in_dream:
-            scored = [row for row in rows if "controller/dream_score_mean" in row]
-            summary.update(final_dream_score=scored[-1]["controller/dream_score_mean"],
-                           final_real_score=scored[-1]["controller/score_mean"])
-        if params.dream_generations:
-            # What the dream alone made of C: the real score at the end of pre-training.
-            summary.update(dream_generations=params.dream_generations, pretrained_score=next(
-                row["controller/score_mean"] for row in rows
-                if row["generation"] == params.dream_generations))
-        # controller.json before controller.pt: a result with the model has its summary.
-        write_json_atomic(ctx.dir / SUMMARY, summary)
-        save_controller(ctx.dir / MEAN_MODEL, np.asarray(state.es.result.xfavorite), size)
-        if in_dream:
-            write_best_dream(dreamer, files, state.best_params, ctx.derive_seed("dream", "gif"),
-                             ctx.dir / DREAM_GIF)
-        save_controller(ctx.dir / MODEL, state.best_params, size)
+            evolve(ctx, state, total_generations(params), fitness, real_score(ctx, params, files),
+                   scores_at=lambda generation: should_score(generation, params),
+                   describe=lambda generation, metrics, state: generation_line(
+                       generation, params, metrics, state),
+                   dream_score=dream_score(ctx, params, dreamer) if in_dream else None)
         ctx.log.info("kept the %s of generation %d: score %.1f on %d episodes",
                      state.best_source, state.best_generation, state.best_score,
                      params.score_episodes)
-    (ctx.dir / STATE).unlink(missing_ok=True)  # it only served to resume
-    make_figure(ctx.dir, ctx.dir)
-    summary = json.loads((ctx.dir / SUMMARY).read_text())
+    # Every file below is made from the final state alone, the same bytes each time.
+    durable.rewrite_jsonl(ctx.dir / layout.METRICS, state.rows)
+    summary = search_summary(state, params, size, dreamer)
+    durable.write_json(ctx.dir / FILES.SUMMARY, summary)
+    save_controller(ctx.dir / FILES.MEAN_MODEL, np.asarray(state.es.result.xfavorite), size)
+    if in_dream:
+        write_best_dream(dreamer, files, state.best_params, ctx.derive_seed("dream", "gif"),
+                         ctx.dir / FILES.DREAM_GIF)
+    save_controller(ctx.dir / FILES.MODEL, state.best_params, size)
+    controller_figures.make_figure(ctx.dir, ctx.dir)
     return {k: v for k, v in summary.items() if k not in ("size", "mode", "z")}
-

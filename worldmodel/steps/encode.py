@@ -16,18 +16,19 @@ the files that load and validate, and encoding the rest.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from worldmodel import durable, layout
+from worldmodel.config import at_least, require
 from worldmodel.episodes import episode_index, load_episode
-from worldmodel.errors import ConfigError, StoreError
+from worldmodel.errors import StoreError
 from worldmodel.latents import (
     LATENT_DTYPE,
     DamagedLatents,
@@ -37,12 +38,10 @@ from worldmodel.latents import (
     save_latents,
 )
 from worldmodel.models import VAE, build_from_checkpoint, frames_to_tensor
-from worldmodel.steps.vae import MODEL, VAEParams
 
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
 
-INDEX = "latents.json"
 FRAME_BYTES = 64 * 64 * 3  # one frame as V takes it: 64x64 RGB, uint8
 
 
@@ -56,8 +55,12 @@ class EncodeParams:
 
 @dataclass
 class EncodeConfig:
-    vae: VAEParams = field(default_factory=VAEParams)
+    vae: dict[str, Any] = field(default_factory=lambda: {"z_dim": 32})
+    """The vae group, as read: encode needs V's z_dim (the vae step checks the rest)."""
     encode: EncodeParams = field(default_factory=EncodeParams)
+
+    def __post_init__(self) -> None:
+        require(at_least("encode", self.encode, ("batch_size",)))
 
 
 def load_vae(path: Path, z_dim: int, device: torch.device) -> VAE:
@@ -91,8 +94,7 @@ def encode_frames(
 def finished_latents(directory: Path, z_dim: int, log) -> dict[int, Path]:
     """Latent files a previous (killed) run completed; damaged ones are removed to be redone."""
     done = {}
-    for leftover in directory.glob("*.tmp"):
-        leftover.unlink()
+    durable.remove_leftovers(directory)
     for path in sorted(directory.glob("ep_*.npz")):
         try:
             load_latents(path, z_dim)
@@ -105,19 +107,16 @@ def finished_latents(directory: Path, z_dim: int, log) -> dict[int, Path]:
 
 
 def latent_stats(path: Path, episode: Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        frames = len(data["mu"])
+    frames = len(durable.read_array(path, "mu", "latent file"))
     return {"index": episode_index(path), "frames": frames, "bytes": path.stat().st_size,
             "episode_bytes": episode.stat().st_size}
 
 
 def run(ctx: StepContext) -> dict:
     cfg: EncodeConfig = ctx.config
-    if cfg.encode.batch_size < 1:
-        raise ConfigError(f"encode.batch_size={cfg.encode.batch_size} must be >= 1")
-    z_dim = cfg.vae.z_dim
+    z_dim = cfg.vae["z_dim"]
     device = ctx.hardware.device
-    model = load_vae(ctx.inputs["vae"].path / MODEL, z_dim, device)
+    model = load_vae(ctx.inputs["vae"].path / layout.VAE.MODEL, z_dim, device)
     episodes = sorted((ctx.inputs["collect"].path / "episodes").glob("ep_*.npz"))
     if not episodes:
         raise StoreError(f"encode: no episodes in {ctx.inputs['collect'].path / 'episodes'}")
@@ -156,7 +155,7 @@ def run(ctx: StepContext) -> dict:
         "episode_files_bytes": sum(s["episode_bytes"] for s in stats),
         "files": stats,
     }
-    (ctx.dir / INDEX).write_text(json.dumps(summary, indent=2) + "\n")
+    durable.write_json(ctx.dir / layout.ENCODE.INDEX, summary)
     ctx.log.info("encoded %d episodes, %d frames: %.1f MB of latents for %.1f MB of frames "
                  "(%.1f MB compressed)", summary["episodes"], total_frames, summary["bytes"] / 1e6,
                  summary["frames_bytes"] / 1e6, summary["episode_files_bytes"] / 1e6)

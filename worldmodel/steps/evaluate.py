@@ -30,7 +30,6 @@ only the others.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,10 +37,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from worldmodel import figures, seeding
-from worldmodel.envs import EnvConfig
-from worldmodel.errors import ConfigError, StoreError
-from worldmodel.pool import run_tasks
+from worldmodel import durable, layout, seeding
+from worldmodel.config import at_least, require
+from worldmodel.envs import SOLVED, EnvConfig
+from worldmodel.errors import StoreError
+from worldmodel.figures import evaluate as evaluate_figures
+from worldmodel.models import controller_size
+from worldmodel.pool import run_tasks, task_deadline
 from worldmodel.rollout import (
     Agent,
     AgentFiles,
@@ -55,17 +57,12 @@ from worldmodel.rollout import (
     one_torch_thread,
     worker_agent,
 )
-from worldmodel.steps import controller as controller_step
-from worldmodel.store import write_json_atomic
 
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
 
-RESULTS = "returns.json"
-PROGRESS = "episodes.jsonl"
-HISTOGRAM = "returns.png"
-VIDEOS = ("best_episode", "median_episode", "worst_episode")
-SOLVED = 900.0  # CarRacing-v0's "solved" threshold, which the paper compares against
+FILES = layout.EVALUATE
+PROGRESS = "episodes.jsonl"  # only while driving: the episodes a killed run finished
 EPISODES_PER_TASK = 4  # episodes a worker drives together (one batch through V)
 STOCK_MAX_STEPS = 1000  # CarRacing-v3's TimeLimit
 
@@ -86,6 +83,9 @@ class EvaluateConfig:
     seed: int
     env: EnvConfig = field(default_factory=EnvConfig)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+    def __post_init__(self) -> None:
+        require(at_least("evaluate", self.evaluate, ("episodes", "video_fps")))
 
 
 def episode_tracks(seed: int, episodes: int) -> list[int]:
@@ -120,7 +120,7 @@ class VideoWriter:
 
     def __init__(self, path: Path, fps: int):
         self.path, self.fps = Path(path), fps
-        self.tmp = self.path.with_name(f"{self.path.stem}.tmp{self.path.suffix}")
+        self.tmp = durable.tmp_path(self.path)
         self.gif = self.path.suffix.lower() == ".gif"
         if not self.gif and self.path.suffix.lower() != ".mp4":
             raise ValueError(f"video files are .mp4 or .gif, not {self.path.name}")
@@ -158,7 +158,7 @@ class VideoWriter:
                                 append_images=self.frames[1:], duration=2000 / self.fps, loop=0)
         elif self.encoder is not None:
             self.encoder.close()
-        os.replace(self.tmp, self.path)
+        durable.replace_durably(self.tmp, self.path)
         return self.path
 
 
@@ -184,19 +184,27 @@ def record_task(episode: int, params: np.ndarray, track: int, settings: DriveSet
 
 
 def load_progress(path: Path, tracks: list[int]) -> dict[int, dict]:
-    """Episodes a killed run finished (lines that do not parse or do not match are ignored)."""
+    """Episodes a killed run finished (a torn last line is dropped; rows of other tracks are
+    ignored)."""
     done: dict[int, dict] = {}
-    if not path.exists():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-            index = int(row["episode"])
-        except (ValueError, KeyError, TypeError):
-            continue  # the line a kill cut short
-        if 0 <= index < len(tracks) and row.get("track") == tracks[index]:
+    for row in durable.read_jsonl(path):
+        index = row.get("episode")
+        if isinstance(index, int) and 0 <= index < len(tracks) \
+                and row.get("track") == tracks[index]:
             done[index] = row
     return done
+
+
+def stored_results(path: Path, tracks: list[int]) -> dict[int, dict]:
+    """The episodes of a returns.json an earlier run of this step wrote (a step whose videos
+    were damaged redoes only those); {} if there is none or it does not match the tracks."""
+    try:
+        rows = durable.read_json(path)["episode_results"]
+    except (durable.DamagedFile, KeyError, TypeError):
+        return {}
+    if [row.get("track") for row in rows] != tracks:
+        return {}
+    return dict(enumerate(rows))
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -215,29 +223,6 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-def histogram(returns: list[float], path: Path, title: str) -> Path:
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    # Bins of 50 over a range that always shows 0 to 900, so that returns bunched together
-    # still draw visible bars and the distance to "solved" reads at a glance.
-    low = 50 * np.floor(min(0.0, min(returns)) / 50)
-    high = 50 * np.ceil(max(SOLVED + 50, max(returns)) / 50)
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.subplots()
-    ax.hist(returns, bins=np.arange(low, high + 1, 50), color="tab:blue", edgecolor="white")
-    ax.axvline(float(np.mean(returns)), color="black", linewidth=1,
-               label=f"mean {np.mean(returns):.0f}")
-    ax.axvline(SOLVED, color="tab:red", linestyle="--", label=f"{SOLVED:.0f} (solved)")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("return")
-    ax.set_ylabel("episodes")
-    ax.set_title(title, fontsize=10)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return figures.save(fig, path)
-
-
 def pick_videos(rows: list[dict]) -> dict[str, int]:
     """Episode indices of the best, the median (the lower middle one for even N) and the worst
     return."""
@@ -249,19 +234,16 @@ def pick_videos(rows: list[dict]) -> dict[str, int]:
 def run(ctx: StepContext) -> dict:
     cfg: EvaluateConfig = ctx.config
     params = cfg.evaluate
-    if params.episodes < 1 or params.video_fps < 1:
-        raise ConfigError(f"evaluate.episodes={params.episodes} and evaluate.video_fps="
-                          f"{params.video_fps} must be >= 1")
     files = AgentFiles(str(ctx.inputs["vae"].path / "model.pt"),
                        str(ctx.inputs["mdrnn"].path / "model.pt"), cfg.env)
     trained = ctx.inputs["controller"].path
-    info_path = trained / controller_step.SUMMARY
+    info_path = trained / layout.CONTROLLER.SUMMARY
     if not info_path.is_file():
         raise StoreError(f"evaluate: {info_path} is missing; recompute the controller "
                          "(force=[controller])")
     z_mode = json.loads(info_path.read_text())["z"]
-    flat = load_controller(trained / controller_step.MODEL,
-                           expect=controller_step.controller_size(files)).get_flat()
+    flat = load_controller(trained / layout.CONTROLLER.MODEL, expect=controller_size(
+        Path(files.vae), Path(files.mdrnn))).get_flat()
     if cfg.env.max_steps != STOCK_MAX_STEPS or cfg.env.domain_randomize:
         ctx.log.warning("env.max_steps=%d, env.domain_randomize=%s: not the stock CarRacing-v3 "
                         "rules, so the score does not compare with published ones",
@@ -272,6 +254,7 @@ def run(ctx: StepContext) -> dict:
     settings = DriveSettings(max_steps=cfg.env.max_steps, z=z_mode, early_stop_steps=None)
     progress = ctx.dir / PROGRESS
     done = load_progress(progress, tracks)
+    done.update(stored_results(ctx.dir / FILES.RESULTS, tracks))
     todo = [i for i in range(params.episodes) if i not in done]
     if done:
         ctx.log.info("%d of %d episodes already driven; driving the other %d", len(done),
@@ -279,16 +262,14 @@ def run(ctx: StepContext) -> dict:
     chunks = [todo[i:i + EPISODES_PER_TASK] for i in range(0, len(todo), EPISODES_PER_TASK)]
     jobs = [Job(np.repeat(flat[None], len(c), axis=0), [tracks[i] for i in c],
                 [noise[i] for i in c]) for c in chunks]
-    with tqdm(total=params.episodes, initial=len(done), unit="ep", desc="evaluate") as bar, \
-            open(progress, "a") as log_file:
+    with tqdm(total=params.episodes, initial=len(done), unit="ep", desc="evaluate") as bar:
 
         def finished(job: int, rollouts: list[Rollout]) -> None:
             for i, rollout in zip(chunks[job], rollouts, strict=True):
                 done[i] = {"episode": i, "track": rollout.track,
                            "return": rollout.total_reward, "steps": rollout.steps,
                            "lap_finished": rollout.lap_finished}
-                log_file.write(json.dumps(done[i]) + "\n")
-            log_file.flush()
+                durable.append_jsonl(progress, done[i])
             bar.update(len(rollouts))
 
         drive_jobs(jobs, files, settings, ctx.hardware.workers, "evaluating the agent",
@@ -297,18 +278,18 @@ def run(ctx: StepContext) -> dict:
     rows = [done[i] for i in range(params.episodes)]
     summary = summarize(rows)
     picks = pick_videos(rows)
-    write_json_atomic(ctx.dir / RESULTS, {**summary, "z": z_mode, "videos": picks,
+    durable.write_json(ctx.dir / FILES.RESULTS, {**summary, "z": z_mode, "videos": picks,
                                           "episode_results": rows})
     shown = ", ".join(str(t) for t in tracks[:3]) + (", ..." if len(tracks) > 3 else "")
     ctx.log.info("evaluate: %d episodes on unseen tracks, seeds %s: mean %.1f ± %.1f "
                  "(min %.1f, max %.1f), %.0f%% >= %.0f", summary["episodes"], shown,
                  summary["mean_return"], summary["std_return"], summary["min_return"],
                  summary["max_return"], 100 * summary["fraction_900"], SOLVED)
-    histogram(summary["returns"], ctx.dir / HISTOGRAM,
+    evaluate_figures.histogram(summary["returns"], ctx.dir / FILES.HISTOGRAM,
               f"C on {len(rows)} unseen tracks: {summary['mean_return']:.0f} ± "
               f"{summary['std_return']:.0f}")
     summary["videos"] = write_videos(ctx, files, flat, settings, rows, picks, tracks, noise)
-    progress.unlink()  # returns.json holds every episode now
+    progress.unlink(missing_ok=True)  # returns.json holds every episode now
     return summary
 
 
@@ -319,11 +300,12 @@ def write_videos(ctx: StepContext, files: AgentFiles, flat: np.ndarray,
     suffix = ".mp4" if mp4_available() else ".gif"
     fps = max(1, round(ctx.config.evaluate.video_fps / ctx.config.env.action_repeat))
     tasks = [(i, flat, tracks[i], settings, noise[i], str(ctx.dir / (name + suffix)), fps)
-             for name, i in picks.items()]
+             for name, i in picks.items() if not (ctx.dir / (name + suffix)).exists()]
     workers = max(1, min(ctx.hardware.workers, len(tasks)))
     for (episode, _, track, _, _, path, _), rollout in run_tasks(
         record_task, tasks, workers, "recording videos", initializer=init_worker,
         initargs=(files,), preload=("worldmodel.rollout",),
+        deadline_s=task_deadline(settings.max_steps),
     ):
         if rollout.total_reward != rows[episode]["return"]:
             ctx.log.warning("the replay of episode %d (track %d) returned %.2f, not %.2f: "
@@ -331,4 +313,4 @@ def write_videos(ctx: StepContext, files: AgentFiles, flat: np.ndarray,
                             rollout.total_reward, rows[episode]["return"])
         ctx.log.info("video of episode %d (track %d, return %.1f): %s", episode, track,
                      rollout.total_reward, Path(path).name)
-    return sorted(Path(task[5]).name for task in tasks)
+    return sorted(name + suffix for name in picks)

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from worldmodel import figures, report
-from worldmodel.errors import ConfigError, StoreError, WorldModelError
-from worldmodel.store import write_json_atomic
+from worldmodel import durable, figures, layout, report
+from worldmodel.config import at_least, one_of, require
+from worldmodel.errors import StoreError, WorldModelError
 
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
@@ -43,9 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("worldmodel.figures")
 
 INPUTS = ("collect", "vae", "encode", "mdrnn", "controller", "evaluate")
-INDEX = "figures.json"
-REPORT = "report.md"
-FILMSTRIP = "filmstrip.png"
+FILES = layout.FIGURES
 SHOWN = (".png", ".pdf", ".svg", ".gif")  # what counts as a figure in an output folder
 # The order a reader meets them in (others follow, by name).
 ORDER = ("reconstructions", "dream", "dream_error", "calibration", "losses", "cma_es",
@@ -66,34 +64,38 @@ class FiguresParams:
 class FiguresStepConfig:
     figures: FiguresParams = field(default_factory=FiguresParams)
 
+    def __post_init__(self) -> None:
+        require([*one_of("figures.format", self.figures.format, figures.FORMATS),
+                 *at_least("figures", self.figures, ("filmstrip_frames",))])
+
 
 # --- each step's figures, from its stored files ----------------------------------------------
 
 
 def draw_vae(dirs: dict[str, Path], out: Path, params: FiguresParams) -> None:
-    from worldmodel.steps import vae
+    from worldmodel.figures import vae  # imports torch: only when drawn
 
-    vae.make_figures(dirs["vae"], dirs["collect"] / "episodes", out)
+    vae.make_figures(dirs["vae"], dirs["collect"] / layout.COLLECT.EPISODES, out)
 
 
 def draw_mdrnn(dirs: dict[str, Path], out: Path, params: FiguresParams) -> None:
-    from worldmodel.steps import mdrnn_figures
+    from worldmodel.figures import mdrnn
 
-    mdrnn_figures.make_figures(dirs["mdrnn"], dirs["encode"], dirs["vae"], out)
+    mdrnn.make_figures(dirs["mdrnn"], dirs["encode"], dirs["vae"], out)
 
 
 def draw_controller(dirs: dict[str, Path], out: Path, params: FiguresParams) -> None:
-    from worldmodel.steps import controller
+    from worldmodel.figures import controller
 
     controller.make_figure(dirs["controller"], out)
 
 
 def draw_evaluate(dirs: dict[str, Path], out: Path, params: FiguresParams) -> None:
-    from worldmodel.steps import evaluate
+    from worldmodel.figures import evaluate
 
-    results = json.loads((dirs["evaluate"] / evaluate.RESULTS).read_text())
+    results = json.loads((dirs["evaluate"] / layout.EVALUATE.RESULTS).read_text())
     out.mkdir(parents=True, exist_ok=True)
-    evaluate.histogram(results["returns"], out / evaluate.HISTOGRAM,
+    evaluate.histogram(results["returns"], out / layout.EVALUATE.HISTOGRAM,
                        f"C on {results['episodes']} unseen tracks: "
                        f"{results['mean_return']:.0f} ± {results['std_return']:.0f}")
     videos = sorted(dirs["evaluate"].glob("best_episode.*"))
@@ -102,7 +104,7 @@ def draw_evaluate(dirs: dict[str, Path], out: Path, params: FiguresParams) -> No
     best = results["episode_results"][results["videos"]["best_episode"]]
     frames, times = video_frames(videos[0], params.filmstrip_frames)
     figures.image_rows(
-        [(f"track {best['track']}", frames)], out / FILMSTRIP,
+        [(f"track {best['track']}", frames)], out / FILES.FILMSTRIP,
         title=f"The best evaluation episode: return {best['return']:.1f} in {best['steps']} "
               f"steps (from {videos[0].name})",
         columns=[f"{t:.1f} s" for t in times],
@@ -194,7 +196,7 @@ def draw_all(dirs: dict[str, Path], out_dir: Path, params: FiguresParams | None 
                            key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER),
                                           p.suffix == ".gif", p.name))
             drawn[name] = {"figures": [p.relative_to(out_dir).as_posix() for p in files]}
-    write_json_atomic(out_dir / INDEX, drawn)
+    durable.write_json(out_dir / FILES.INDEX, drawn)
     return drawn
 
 
@@ -218,7 +220,7 @@ def regenerate(run_dir: Path, out_dir: Path | None = None, fmt: str = "png",
     out_dir = Path(out_dir) if out_dir else run_dir / "figures"
     drawn = draw_all(dirs, out_dir, FiguresParams(format=figures.check_format(fmt),
                                                   filmstrip_frames=filmstrip_frames))
-    return report.write_report(run_dir / REPORT, summary, out_dir, drawn)
+    return report.write_report(run_dir / FILES.REPORT, summary, out_dir, drawn)
 
 
 # --- the step ----------------------------------------------------------------------------------
@@ -226,10 +228,6 @@ def regenerate(run_dir: Path, out_dir: Path | None = None, fmt: str = "png",
 
 def run(ctx: StepContext) -> dict:
     params: FiguresParams = ctx.config.figures
-    if params.format not in figures.FORMATS or params.filmstrip_frames < 1:
-        raise ConfigError(f"figures.format={params.format!r} must be one of "
-                          f"{', '.join(figures.FORMATS)} and figures.filmstrip_frames="
-                          f"{params.filmstrip_frames} must be >= 1")
     dirs = {name: artifact.path for name, artifact in ctx.inputs.items()}
     drawn = draw_all(dirs, ctx.dir, params)
     # The run directory is not known here (and a reused result serves many runs): this
@@ -237,7 +235,7 @@ def run(ctx: StepContext) -> dict:
     summary = report.summary_from_manifests(
         {name: (artifact.key, artifact.path, artifact.manifest)
          for name, artifact in ctx.inputs.items()})
-    path = report.write_report(ctx.dir / REPORT, summary, ctx.dir, drawn)
+    path = report.write_report(ctx.dir / FILES.REPORT, summary, ctx.dir, drawn)
     count = sum(len(v.get("figures", [])) for v in drawn.values())
     ctx.log.info("%d figures and %s written", count, path.name)
     return {"figures": count, "format": params.format,

@@ -9,7 +9,7 @@ Outputs, in the step's directory:
     metrics.jsonl    per epoch: mdrnn/loss, nll, reward, done, their val_* twins, val_z_mse
                      (M's most likely next z against the real one), val_copy_mse (the real z
                      copied one step on: the baseline) and mdrnn/timesteps_per_s
-    evaluation.json  held-out numbers behind the figures (mdrnn_figures.py)
+    evaluation.json  held-out numbers behind the figures (worldmodel/figures/mdrnn.py)
     losses.png, dream.png, dream.gif, dream_error.png, calibration.png
 
 Data. Every episode's (mu, logvar) is held in memory as float16: about 1.3 GB for the paper's
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -42,9 +41,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodel import figures
-from worldmodel.errors import ConfigError, StoreError
-from worldmodel.latents import DamagedLatents, load_latents
+from worldmodel import durable, figures, layout
+from worldmodel.config import at_least, require
+from worldmodel.errors import StoreError
+from worldmodel.figures import mdrnn as mdrnn_figures
+from worldmodel.latents import DamagedLatents, latent_steps, load_latents
 from worldmodel.models import (
     MDRNN,
     MDNOutput,
@@ -53,12 +54,11 @@ from worldmodel.models import (
     sample,
 )
 from worldmodel.models.vae import sample_latent
-from worldmodel.store import write_json_atomic
 from worldmodel.training import (
     TrainingDiverged,
     cpu_copy,
-    keep_metrics_up_to,
-    load_checkpoint,
+    finished_model,
+    resume,
     save_atomic,
     save_checkpoint,
     split_episodes,
@@ -67,10 +67,8 @@ from worldmodel.training import (
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
 
-MODEL = "model.pt"
-CHECKPOINT = "checkpoint.pt"
-SPLIT = "split.json"
-METRICS = "metrics.jsonl"
+FILES = layout.MDRNN
+CHECKPOINT = "checkpoint.pt"  # only while training: what a killed run resumes from
 
 
 @dataclass
@@ -117,6 +115,9 @@ class MDRNNStepConfig:
     seed: int
     mdrnn: MDRNNParams
 
+    def __post_init__(self) -> None:
+        check_params(self.mdrnn)
+
 
 # --- data --------------------------------------------------------------------------------------
 
@@ -144,19 +145,10 @@ class LatentSet:
         return self.mu.shape[1]
 
 
-def stored_steps(path: Path) -> int:
-    """Transitions of a latent file, reading only its small rewards array."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return len(data["rewards"])
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise DamagedLatents(f"latent file {path} is damaged ({exc})") from exc
-
-
 def read_latents(paths: list[Path], log=None) -> LatentSet:
     """Load and validate every latent file into arrays allocated once at their final size, so
     the dataset is never held twice (the paper's 10,000 episodes take 1.5 GB)."""
-    steps = np.array([stored_steps(p) for p in paths], dtype=np.int64)
+    steps = np.array([latent_steps(p) for p in paths], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(steps + 1)[:-1]]).astype(np.int64)
     rows, z_dim = int((steps + 1).sum()), load_latents(paths[0]).z_dim
     data = LatentSet(
@@ -247,11 +239,8 @@ def make_batch(data: LatentSet, windows: np.ndarray, device: torch.device) -> Ba
 
 
 def check_params(params: MDRNNParams) -> None:
-    problems = []
-    for name in ("hidden_size", "num_gaussians", "batch_size", "seq_len", "epochs",
-                 "dream_steps"):
-        if getattr(params, name) < 1:
-            problems.append(f"mdrnn.{name}={getattr(params, name)} must be >= 1")
+    problems = at_least("mdrnn", params, ("hidden_size", "num_gaussians", "batch_size",
+                                          "seq_len", "epochs", "dream_steps"))
     if params.sequences_per_episode is not None and params.sequences_per_episode < 1:
         problems.append(f"mdrnn.sequences_per_episode={params.sequences_per_episode} must be "
                         ">= 1 (or null)")
@@ -262,8 +251,7 @@ def check_params(params: MDRNNParams) -> None:
         problems.append("mdrnn.dream_start and mdrnn.dream_temperature must be >= 0")
     if not 0 <= params.val_fraction < 1:
         problems.append(f"mdrnn.val_fraction={params.val_fraction} must be in [0, 1)")
-    if problems:
-        raise ConfigError("; ".join(problems))
+    require(problems)
 
 
 def new_model(params: MDRNNParams, z_dim: int, seed: int) -> MDRNN:
@@ -368,10 +356,12 @@ def fit(ctx: StepContext, params: MDRNNParams, data: LatentSet, train: list[int]
         val: list[int]) -> MDRNN:
     """Train M for params.epochs, continuing from checkpoint.pt when a killed run left one."""
     device = ctx.hardware.device
-    model = new_model(params, data.z_dim, ctx.derive_seed("init")).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
-    done = load_checkpoint(ctx.dir / CHECKPOINT, model, optimizer, device)
-    keep_metrics_up_to(ctx.dir / METRICS, done)
+
+    def make() -> tuple[MDRNN, torch.optim.Optimizer]:
+        model = new_model(params, data.z_dim, ctx.derive_seed("init")).to(device)
+        return model, torch.optim.Adam(model.parameters(), lr=params.learning_rate)
+
+    model, optimizer, done, rows = resume(ctx.dir, CHECKPOINT, make, device, ctx.log)
     if done:
         ctx.log.info("resuming after epoch %d of %d", done, params.epochs)
     ctx.log.info("training on %s with %d torch threads", device, torch.get_num_threads())
@@ -380,8 +370,8 @@ def fit(ctx: StepContext, params: MDRNNParams, data: LatentSet, train: list[int]
         if val:
             metrics.update(evaluate(model, data, val, params, device, ctx.derive_seed("val")))
         # Logged before the checkpoint: a resume drops the rows of epochs after its own.
-        ctx.log_metrics(metrics, epoch=epoch)
-        save_checkpoint(ctx.dir / CHECKPOINT, model, optimizer, epoch)
+        rows.append(ctx.log_metrics(metrics, epoch=epoch))
+        save_checkpoint(ctx.dir / CHECKPOINT, model, optimizer, epoch, rows)
         ctx.log.info(
             "epoch %d/%d: loss %.3f (nll %.3f, reward %.4f, done %.4f)%s, %.0f timesteps/s",
             epoch, params.epochs, metrics["loss"], metrics["nll"], metrics["reward"],
@@ -396,39 +386,37 @@ def fit(ctx: StepContext, params: MDRNNParams, data: LatentSet, train: list[int]
 
 
 def run(ctx: StepContext) -> dict:
-    from worldmodel.steps import mdrnn_figures  # it imports this module: import it late
-
     params: MDRNNParams = ctx.config.mdrnn
-    check_params(params)
     encode_dir, vae_dir = ctx.inputs["encode"].path, ctx.inputs["vae"].path
     paths = sorted((encode_dir / "latents").glob("ep_*.npz"))
     if not paths:
         raise StoreError(f"mdrnn: no latent files in {encode_dir / 'latents'}")
     train, val = split_episodes(len(paths), params.val_fraction, ctx.rng("split"))
+    steps = np.array([latent_steps(p) for p in paths], dtype=np.int64)
+    if not steps[train].sum():
+        raise StoreError(f"mdrnn: the training episodes in {encode_dir} have no steps")
+    # Written on every run, not only while training: a damaged split.json is remade alone.
+    durable.write_json(ctx.dir / FILES.SPLIT, {
+        "train": [paths[i].name for i in train], "val": [paths[i].name for i in val],
+        "train_steps": int(steps[train].sum()), "val_steps": int(steps[val].sum()),
+        "figures": {name: value for name, value in asdict(params).items()
+                    if name.startswith("dream_")},
+    })
 
-    if (ctx.dir / MODEL).exists():
+    if finished_model(ctx.dir, FILES.MODEL, params.epochs, ctx.log):
         ctx.log.info("training finished in an earlier run; drawing the figures")
-        (ctx.dir / CHECKPOINT).unlink(missing_ok=True)  # if killed right after model.pt
     else:
         data = read_latents(paths, ctx.log)
-        if not data.steps[train].sum():
-            raise StoreError(f"mdrnn: the training episodes in {encode_dir} have no steps")
-        write_json_atomic(ctx.dir / SPLIT, {
-            "train": [paths[i].name for i in train], "val": [paths[i].name for i in val],
-            "train_steps": int(data.steps[train].sum()), "val_steps": int(data.steps[val].sum()),
-            "figures": {name: value for name, value in asdict(params).items()
-                        if name.startswith("dream_")},
-        })
         ctx.log.info("training on %d transitions of %d episodes, validating on %d of %d",
-                     data.steps[train].sum(), len(train), data.steps[val].sum(), len(val))
+                     steps[train].sum(), len(train), steps[val].sum(), len(val))
         model = fit(ctx, params, data, train, val)
-        save_atomic(checkpoint(cpu_copy(model)), ctx.dir / MODEL)
-        # The optimizer state only served to resume; the result is model.pt.
-        (ctx.dir / CHECKPOINT).unlink()
+        save_atomic(checkpoint(cpu_copy(model)), ctx.dir / FILES.MODEL)
         del data
+    # The optimizer state only served to resume; the result is model.pt.
+    (ctx.dir / CHECKPOINT).unlink(missing_ok=True)
     evaluation = mdrnn_figures.make_figures(ctx.dir, encode_dir, vae_dir, ctx.dir)
 
-    rows = figures.read_metrics(ctx.dir / METRICS)
+    rows = figures.read_metrics(ctx.dir / layout.METRICS)
     # The last epoch's numbers, less its seconds: the summary's `seconds` is the whole step's.
     result = {name.removeprefix("mdrnn/"): value for name, value in rows[-1].items()
               if name.startswith("mdrnn/") and name != "mdrnn/seconds"}

@@ -8,7 +8,7 @@ Inputs: collect (episodes/ep_*.npz). Outputs, in the step's directory:
     split.json           which episodes trained V and which validated it, frames used
     metrics.jsonl        per epoch: vae/loss, vae/rec, vae/kl, vae/val_* and vae/frames_per_s
     reconstructions.png  validation frames, their reconstructions, decodes of z ~ N(0, I)
-    losses.png           training and validation loss per epoch
+    losses.png           training and validation loss per epoch (both: worldmodel/figures/vae.py)
 
 Data. Frames stay uint8 until a batch is formed. Each epoch shuffles the training episodes,
 cuts them into windows of `shuffle_window` episodes and yields batches of frames shuffled
@@ -26,10 +26,8 @@ number of threads; GPU kernels may differ in the last bits unless hardware.deter
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,17 +37,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodel import figures
-from worldmodel.episodes import DamagedEpisode, load_episode
+from worldmodel import durable, figures, layout
+from worldmodel.config import at_least, require
+from worldmodel.episodes import DamagedEpisode, episode_steps, load_episode
 from worldmodel.errors import ConfigError, StoreError
-from worldmodel.models import VAE, build_from_checkpoint, checkpoint, frames_to_tensor, vae_loss
+from worldmodel.figures import vae as vae_figures
+from worldmodel.models import VAE, checkpoint, frames_to_tensor, vae_loss
 from worldmodel.models.vae import sample_latent
-from worldmodel.store import write_json_atomic
 from worldmodel.training import (
     TrainingDiverged,
     cpu_copy,
-    keep_metrics_up_to,
-    load_checkpoint,
+    finished_model,
+    resume,
     save_atomic,
     save_checkpoint,
     split_episodes,
@@ -58,12 +57,8 @@ from worldmodel.training import (
 if TYPE_CHECKING:
     from worldmodel.runner import StepContext
 
-MODEL = "model.pt"
-CHECKPOINT = "checkpoint.pt"
-SPLIT = "split.json"
-METRICS = "metrics.jsonl"
-RECONSTRUCTIONS = "reconstructions.png"
-LOSSES = "losses.png"
+FILES = layout.VAE
+CHECKPOINT = "checkpoint.pt"  # only while training: what a killed run resumes from
 FRAME_BYTES = 64 * 64 * 3  # one frame as V takes it: 64x64 RGB, uint8
 
 
@@ -102,14 +97,8 @@ class VAEStepConfig:
     seed: int
     vae: VAEParams
 
-
-def stored_steps(path: Path) -> int:
-    """Steps of an episode file, reading only its small rewards array (not the frames)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return len(data["rewards"])
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise DamagedEpisode(f"episode file {path} is damaged ({exc})") from exc
+    def __post_init__(self) -> None:
+        check_params(self.vae)
 
 
 def selected_count(frames: int, skip: int, stride: int) -> int:
@@ -203,16 +192,12 @@ def batches(
 
 
 def check_params(params: VAEParams) -> None:
-    problems = []
-    for name in ("z_dim", "batch_size", "epochs", "frame_stride", "shuffle_window"):
-        if getattr(params, name) < 1:
-            problems.append(f"vae.{name}={getattr(params, name)} must be >= 1")
-    if params.skip_frames < 0:
-        problems.append(f"vae.skip_frames={params.skip_frames} must be >= 0")
+    problems = at_least("vae", params, ("z_dim", "batch_size", "epochs", "frame_stride",
+                                        "shuffle_window"))
+    problems += at_least("vae", params, ("skip_frames",), minimum=0)
     if not 0 <= params.val_fraction < 1:
         problems.append(f"vae.val_fraction={params.val_fraction} must be in [0, 1)")
-    if problems:
-        raise ConfigError("; ".join(problems))
+    require(problems)
 
 
 def new_model(params: VAEParams, seed: int) -> VAE:
@@ -297,51 +282,6 @@ def train_epoch(
     return out
 
 
-# --- figures -----------------------------------------------------------------------------------
-
-
-def make_figures(step_dir: Path, episodes_dir: Path, out_dir: Path, count: int = 8) -> list[Path]:
-    """Draw reconstructions.png and losses.png from a vae result's stored files alone.
-
-    `step_dir` holds model.pt, split.json and metrics.jsonl; `episodes_dir` the collect step's
-    episodes. Frames come from the validation episodes (training ones if there are none),
-    spread evenly over them; the samples use a fixed seed, so the figures are reproducible.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    split = json.loads((step_dir / SPLIT).read_text())
-    model = build_from_checkpoint(VAE, torch.load(step_dir / MODEL, weights_only=True))
-    model.eval()
-    names = (split["val"] or split["train"])[:count]
-    frames = []
-    for name in names:
-        episode = load_episode(episodes_dir / name).frames[split["skip_frames"] :]
-        picks = np.linspace(0, len(episode) - 1, min(math.ceil(count / len(names)), len(episode)))
-        frames.extend(episode[picks.round().astype(int)])
-    if not frames:
-        raise StoreError(f"vae: no frames to draw in {names} after skip_frames")
-    real = np.stack(frames[:count])
-    generator = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
-        mu, _ = model.encode(frames_to_tensor(real))
-        rows = [("real", real), ("reconstructed", to_uint8(model.decode(mu)))]
-        z = torch.randn(len(real), model.z_dim, generator=generator)
-        rows.append(("z ~ N(0, I)", to_uint8(model.decode(z))))
-    which = "validation" if split["val"] else "training"
-    grid = figures.image_rows(rows, out_dir / RECONSTRUCTIONS,
-                              title=f"V (z_dim={model.z_dim}) on {which} frames: mean of q(z|x)")
-    metrics = figures.read_metrics(step_dir / METRICS)
-    epochs = [row["epoch"] for row in metrics]
-    series = {"train": (epochs, [row.get("vae/loss") for row in metrics]),
-              "validation": (epochs, [row.get("vae/val_loss") for row in metrics])}
-    losses = figures.curves(series, out_dir / LOSSES, "epoch", "loss per frame (rec + KL)",
-                            title="V: loss per epoch")
-    return [grid, losses]
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Float images (N, C, H, W) in [0, 1] -> uint8 (N, H, W, C)."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
 
 # --- the step ----------------------------------------------------------------------------------
 
@@ -350,10 +290,13 @@ def fit(ctx: StepContext, params: VAEParams, source: FrameSource, train: list[in
         val: list[int]) -> VAE:
     """Train V for params.epochs, continuing from checkpoint.pt when a killed run left one."""
     device = ctx.hardware.device
-    model = new_model(params, ctx.derive_seed("init")).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
-    done = load_checkpoint(ctx.dir / CHECKPOINT, model, optimizer, device)
-    keep_metrics_up_to(ctx.dir / METRICS, done)
+
+    def make() -> tuple[VAE, torch.optim.Optimizer]:
+        model = new_model(params, ctx.derive_seed("init")).to(device,
+                                                              memory_format=torch.channels_last)
+        return model, torch.optim.Adam(model.parameters(), lr=params.learning_rate)
+
+    model, optimizer, done, rows = resume(ctx.dir, CHECKPOINT, make, device, ctx.log)
     if done:
         ctx.log.info("resuming after epoch %d of %d", done, params.epochs)
     ctx.log.info("training on %s with %d torch threads", device, torch.get_num_threads())
@@ -364,8 +307,8 @@ def fit(ctx: StepContext, params: VAEParams, source: FrameSource, train: list[in
         if val:
             metrics.update(evaluate(model, source, val, params, device, ctx.derive_seed("val")))
         # Logged before the checkpoint: a resume drops the rows of epochs after its own.
-        ctx.log_metrics(metrics, epoch=epoch)
-        save_checkpoint(ctx.dir / CHECKPOINT, model, optimizer, epoch)
+        rows.append(ctx.log_metrics(metrics, epoch=epoch))
+        save_checkpoint(ctx.dir / CHECKPOINT, model, optimizer, epoch, rows)
         ctx.log.info("epoch %d/%d: loss %.1f (rec %.1f, kl %.2f)%s, %.0f frames/s", epoch,
                      params.epochs, metrics["loss"], metrics["rec"], metrics["kl"],
                      f", validation {metrics['val_loss']:.1f}" if "val_loss" in metrics else "",
@@ -375,12 +318,11 @@ def fit(ctx: StepContext, params: VAEParams, source: FrameSource, train: list[in
 
 def run(ctx: StepContext) -> dict:
     params: VAEParams = ctx.config.vae
-    check_params(params)
     episodes_dir = ctx.inputs["collect"].path / "episodes"
     paths = sorted(episodes_dir.glob("ep_*.npz"))
     if not paths:
         raise StoreError(f"vae: no episodes in {episodes_dir}")
-    counts = [selected_count(stored_steps(p) + 1, params.skip_frames, params.frame_stride)
+    counts = [selected_count(episode_steps(p) + 1, params.skip_frames, params.frame_stride)
               for p in paths]
     train, val = split_episodes(len(paths), params.val_fraction, ctx.rng("split"))
     train_frames = sum(counts[i] for i in train)
@@ -388,13 +330,13 @@ def run(ctx: StepContext) -> dict:
     if train_frames == 0:
         raise ConfigError(f"vae: vae.skip_frames={params.skip_frames} leaves no training frames "
                           f"(the episodes have {max(counts)} frames at most)")
-    write_json_atomic(ctx.dir / SPLIT, {
+    durable.write_json(ctx.dir / FILES.SPLIT, {
         "train": [paths[i].name for i in train], "val": [paths[i].name for i in val],
         "train_frames": train_frames, "val_frames": val_frames,
         "skip_frames": params.skip_frames, "frame_stride": params.frame_stride,
     })
 
-    if (ctx.dir / MODEL).exists():
+    if finished_model(ctx.dir, FILES.MODEL, params.epochs, ctx.log):
         ctx.log.info("training finished in an earlier run; drawing the figures")
     else:
         gigabytes = (train_frames + val_frames) * FRAME_BYTES / 1e9
@@ -405,12 +347,12 @@ def run(ctx: StepContext) -> dict:
         source = FrameSource(paths, counts, params.skip_frames, params.frame_stride, in_memory,
                              ctx.log)
         model = fit(ctx, params, source, train, val)
-        save_atomic(checkpoint(cpu_copy(model)), ctx.dir / MODEL)
-        # The optimizer state only served to resume; the result is model.pt (a third the size).
-        (ctx.dir / CHECKPOINT).unlink()
-    make_figures(ctx.dir, episodes_dir, ctx.dir)
+        save_atomic(checkpoint(cpu_copy(model)), ctx.dir / FILES.MODEL)
+    # The optimizer state only served to resume; the result is model.pt (a third the size).
+    (ctx.dir / CHECKPOINT).unlink(missing_ok=True)
+    vae_figures.make_figures(ctx.dir, episodes_dir, ctx.dir)
 
-    last = figures.read_metrics(ctx.dir / METRICS)[-1]
+    last = figures.read_metrics(ctx.dir / layout.METRICS)[-1]
     result = {name.removeprefix("vae/"): value for name, value in last.items()
               if name.startswith("vae/") and name != "vae/frames"}
     result.update(epochs=params.epochs, train_episodes=len(train), val_episodes=len(val),

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from worldmodel import durable
 
 FORMATS = ("png", "pdf", "svg")
 DPI = 100
@@ -83,15 +84,16 @@ def save(fig, path: Path) -> Path:
     """Save `fig` at `path` with the current format's suffix; returns the path written."""
     path = Path(path).with_suffix("." + _FORMAT.get())
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    tmp = durable.tmp_path(path)
+    fig.savefig(tmp, dpi=DPI, format=_FORMAT.get())
+    durable.replace_durably(tmp, path)
     return path
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics.jsonl file (an empty list when it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a metrics.jsonl file (an empty list when it does not exist; a torn last
+    line is dropped with a warning)."""
+    return durable.read_jsonl(path)
 
 
 def image_rows(rows: list[tuple[str, np.ndarray]], path: Path, title: str = "",

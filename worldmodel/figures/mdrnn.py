@@ -33,21 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodel import figures
+from worldmodel import durable, figures, layout
 from worldmodel.errors import StoreError
 from worldmodel.latents import Latents, load_latents
-from worldmodel.models import MDRNN, VAE, build_from_checkpoint, sample
-from worldmodel.steps.mdrnn import METRICS, MODEL, SPLIT
-from worldmodel.steps.vae import MODEL as VAE_MODEL
-from worldmodel.steps.vae import to_uint8
-from worldmodel.store import write_json_atomic
+from worldmodel.models import MDRNN, VAE, build_from_checkpoint, sample, to_uint8
 
-DREAM_STRIP = "dream.png"
-DREAM_GIF = "dream.gif"
-DREAM_ERROR = "dream_error.png"
-CALIBRATION = "calibration.png"
-LOSSES = "losses.png"
-EVALUATION = "evaluation.json"
+FILES = layout.MDRNN  # what this module draws and reads
 
 DREAM_EPISODES = 8  # validation episodes behind the error curves
 DREAM_SAMPLES = 4  # sampled dreams per episode
@@ -57,8 +48,8 @@ GIF_SCALE = 2
 
 
 def load_models(step_dir: Path, vae_dir: Path) -> tuple[MDRNN, VAE]:
-    mdrnn = build_from_checkpoint(MDRNN, torch.load(step_dir / MODEL, weights_only=True))
-    vae = build_from_checkpoint(VAE, torch.load(vae_dir / VAE_MODEL, weights_only=True),
+    mdrnn = build_from_checkpoint(MDRNN, torch.load(step_dir / FILES.MODEL, weights_only=True))
+    vae = build_from_checkpoint(VAE, torch.load(vae_dir / layout.VAE.MODEL, weights_only=True),
                                 expect={"z_dim": mdrnn.z_dim})
     return mdrnn.eval(), vae.eval()
 
@@ -234,7 +225,9 @@ def write_gif(real: np.ndarray, dreamed: np.ndarray, start: int, path: Path) -> 
         text = f"real | dream  frame {start + h}" + (f" (+{h})" if h else "")
         ImageDraw.Draw(canvas).text((2, 1), text, fill="black")
         frames.append(canvas)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with durable.atomic_write(path) as f:
+        frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:], duration=100,
+                       loop=0)
     return path
 
 
@@ -245,7 +238,7 @@ def make_figures(step_dir: Path, encode_dir: Path, vae_dir: Path, out_dir: Path)
     V's model.pt. Returns the evaluation (what evaluation.json holds).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = json.loads((step_dir / SPLIT).read_text())
+    split = json.loads((step_dir / FILES.SPLIT).read_text())
     settings = split["figures"]
     model, vae = load_models(step_dir, vae_dir)
     which = "validation" if split["val"] else "training"
@@ -276,11 +269,11 @@ def make_figures(step_dir: Path, encode_dir: Path, vae_dir: Path, out_dir: Path)
     figures.image_rows(
         [("real (V's decoding)", real[columns]), (f"dream, tau={tau:g}", sampled[columns]),
          ("dream, most likely", mode[columns])],
-        out_dir / DREAM_STRIP,
+        out_dir / FILES.DREAM_STRIP,
         title=f"M dreams from frame {start} of {which} episode {names[shown]}: every "
               f"{every} steps up to +{horizon}, fed the real actions",
     )
-    write_gif(real, sampled, start, out_dir / DREAM_GIF)
+    write_gif(real, sampled, start, out_dir / FILES.DREAM_GIF)
 
     dreamers = [e for e in episodes[:DREAM_EPISODES] if e.steps]
     count = len(dreamers)
@@ -291,7 +284,7 @@ def make_figures(step_dir: Path, encode_dir: Path, vae_dir: Path, out_dir: Path)
          "dream, most likely": (horizons, curves["mode"]),
          "copy the last real z": (horizons, curves["copy"]),
          "V's posterior variance (a perfect sampled dream)": (horizons, curves["posterior"])},
-        out_dir / DREAM_ERROR, "steps dreamed ahead", "MSE to the real z (per dimension)",
+        out_dir / FILES.DREAM_ERROR, "steps dreamed ahead", "MSE to the real z (per dimension)",
         title=f"M's dream against reality: {count} {which} episode{'s' * (count > 1)}, "
               f"{DREAM_SAMPLES} samples each",
     )
@@ -299,14 +292,15 @@ def make_figures(step_dir: Path, encode_dir: Path, vae_dir: Path, out_dir: Path)
     pred_reward, pred_done = teacher_forced(model, episodes)
     reward, done = actual(episodes)
     numbers = calibration_numbers(pred_reward, pred_done, reward, done)
-    draw_calibration(pred_reward, pred_done, reward, done, numbers, out_dir / CALIBRATION, which)
+    draw_calibration(pred_reward, pred_done, reward, done, numbers,
+                     out_dir / FILES.CALIBRATION, which)
 
-    metrics = figures.read_metrics(step_dir / METRICS)
+    metrics = figures.read_metrics(step_dir / layout.METRICS)
     epochs = [row["epoch"] for row in metrics]
     figures.curves(
         {"train": (epochs, [row.get("mdrnn/loss") for row in metrics]),
          "validation": (epochs, [row.get("mdrnn/val_loss") for row in metrics])},
-        out_dir / LOSSES, "epoch", "loss per step (nll + reward + done)",
+        out_dir / FILES.LOSSES, "epoch", "loss per step (nll + reward + done)",
         title="M: loss per epoch",
     )
 
@@ -325,5 +319,5 @@ def make_figures(step_dir: Path, encode_dir: Path, vae_dir: Path, out_dir: Path)
                   "episodes": count, "samples": DREAM_SAMPLES,
                   "mse": curves},
     }
-    write_json_atomic(out_dir / EVALUATION, evaluation)
+    durable.write_json(out_dir / FILES.EVALUATION, evaluation)
     return evaluation

@@ -1,0 +1,61 @@
+"""The files of each step's result: the one place that names them.
+
+A step writes these names into its directory; later steps, the figures step, the report and
+the scripts read them from here, so that no module imports a step to learn where its files are
+(steps are leaves: only worldmodel/pipeline.py imports them). Each class is a namespace of one
+step's file names, relative to its result directory.
+"""
+
+from __future__ import annotations
+
+METRICS = "metrics.jsonl"  # per epoch or generation, in every training step
+
+
+class COLLECT:
+    EPISODES = "episodes"  # ep_NNNNNN.npz, worldmodel/episodes.py
+    DATASET = "dataset.json"
+
+
+class VAE:
+    MODEL = "model.pt"
+    SPLIT = "split.json"
+    RECONSTRUCTIONS = "reconstructions.png"
+    LOSSES = "losses.png"
+
+
+class ENCODE:
+    LATENTS = "latents"  # ep_NNNNNN.npz, worldmodel/latents.py
+    INDEX = "latents.json"
+
+
+class MDRNN:
+    MODEL = "model.pt"
+    SPLIT = "split.json"
+    EVALUATION = "evaluation.json"
+    LOSSES = "losses.png"
+    DREAM_STRIP = "dream.png"
+    DREAM_GIF = "dream.gif"
+    DREAM_ERROR = "dream_error.png"
+    CALIBRATION = "calibration.png"
+
+
+class CONTROLLER:
+    MODEL = "controller.pt"  # the kept controller
+    MEAN_MODEL = "es_mean.pt"  # CMA-ES's final mean
+    SUMMARY = "controller.json"
+    STATE = "es_state.pkl"  # the final CMA-ES search state (worldmodel/evolution.py)
+    STATE_INFO = "es_state.json"  # its sha256 and the versions that wrote it
+    FIGURE = "cma_es.png"
+    DREAM_GIF = "best_dream.gif"
+
+
+class EVALUATE:
+    RESULTS = "returns.json"
+    HISTOGRAM = "returns.png"
+    VIDEOS = ("best_episode", "median_episode", "worst_episode")  # .mp4 or .gif
+
+
+class FIGURES:
+    REPORT = "report.md"
+    INDEX = "figures.json"
+    FILMSTRIP = "filmstrip.png"
