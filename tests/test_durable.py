@@ -143,3 +143,32 @@ def test_runs_whose_process_is_gone_are_marked_killed(tmp_path, caplog):
         assert json.loads((tmp_path / "runs" / name / "summary.json").read_text())["run"][
             "status"] == "running"
     assert mark_killed_runs(tmp_path, current) == []  # said once
+
+
+def test_a_training_checkpoint_that_cannot_be_read_is_set_aside_and_training_restarts(
+        tmp_path, caplog):
+    import torch
+
+    from worldmodel.models import VAE
+    from worldmodel.training import resume
+
+    step = tmp_path / ".staging-abc"
+    step.mkdir()
+    (step / "checkpoint.pt").write_bytes(b"half a checkpoint")
+    (step / "metrics.jsonl").write_text('{"epoch": 1, "vae/loss": 3.0}\n')
+    made = []
+
+    def make():
+        model = VAE(z_dim=4)
+        made.append(model)
+        return model, torch.optim.Adam(model.parameters())
+
+    with caplog.at_level(logging.WARNING):
+        model, _, done, rows = resume(step, "checkpoint.pt", make, torch.device("cpu"),
+                                      logging.getLogger("test"))
+    assert (done, rows) == (0, []) and model is made[-1]
+    assert "training from the start" in caplog.text
+    assert (step / "metrics.jsonl").read_text() == ""  # its rows came from the lost epochs
+    assert not (step / "checkpoint.pt").exists()  # out of the result, kept beside it
+    assert [p.name.startswith(".damaged-.staging-abc-checkpoint.pt-")
+            for p in tmp_path.iterdir() if p != step] == [True]

@@ -1,11 +1,12 @@
 """Real kills: `worldmodel` on tiny data as a subprocess, SIGKILLed inside a step, run again.
 
-Under `-m slow`: each needs a whole uninterrupted run of the same config as its reference (about
-a minute and a half on 2 cores), and the kill and the resumed run. An uninterrupted run is the
-reference. A killed run must leave no worker
-process behind, the next run must log that the earlier one was killed, and the resumed result
-must equal the reference file for file: byte for byte, except for the timings a run logs
-(metrics' time and seconds, the manifest) and the pickled search state that carries them.
+An uninterrupted run of the same config is the reference; the moment of the kill is drawn at
+random within the step's reference duration (its seed is printed, to replay a failure). A
+killed run must leave no worker process behind, the next run must log that the earlier one was
+killed, and the resumed result must equal the reference file for file: byte for byte, except
+for the timings a run logs (metrics' time and seconds, the manifest) and the pickled search
+state that carries them. Under `-m slow`: the reference alone is a whole tiny chain (about a
+minute and a half on 2 cores).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,16 @@ def remove_leftovers(directory: Path) -> int:
             leftover.unlink()
             count += 1
     return count
+
+
+def set_aside(path: Path) -> Path:
+    """Move a file that cannot be used out of its step's directory, next to it in the store
+    (`.damaged-<directory>-<name>-<time>`): never deleted, and never part of the result."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.parent.parent / f".damaged-{path.parent.name}-{path.name}-{stamp}"
+    os.replace(path, aside)
+    return aside
 
 
 def fsync_dir(directory: Path) -> None:

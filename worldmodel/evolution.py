@@ -20,7 +20,6 @@ Pickles are only ever read from the step's own directory, written by this module
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import sys
 import time
@@ -109,16 +108,19 @@ def state_versions() -> dict[str, str]:
 
 
 def save_state(directory: Path, state: SearchState) -> None:
-    """es_state.pkl, then es_state.json with its sha256 and the versions that wrote it.
+    """es_state.json, the record, then es_state.pkl, the state, each written atomically.
 
-    Both are written atomically, the pickle first: a kill between the two leaves a pickle
-    whose sha256 is not the recorded one, which load_state refuses.
+    The record names the sha256 of the new pickle and of the one it replaces: a kill between
+    the two writes leaves the previous generation's pickle, which the record still accepts,
+    so the search resumes one generation earlier instead of starting again.
     """
     data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    durable.write_bytes(directory / STATE, data)
+    path = directory / STATE
+    previous = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
     durable.write_json(directory / STATE_INFO, {
         "generation": state.generation, "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data), "versions": state_versions()})
+        "previous_sha256": previous, "bytes": len(data), "versions": state_versions()})
+    durable.write_bytes(path, data)
 
 
 def load_state(directory: Path, log) -> SearchState | None:
@@ -126,9 +128,10 @@ def load_state(directory: Path, log) -> SearchState | None:
 
     Unpickling runs code named by the file, so only this file is ever read: one written by
     this step, in the directory only this step's key uses, whose sha256 matches the one
-    recorded next to it. A pickle that does not match (cut short, changed, or from a kill
-    between the two writes) is moved aside, never loaded, and the search starts again. One
-    written under other versions of cma, numpy or Python stops the run, naming both.
+    recorded next to it (or that of the pickle it replaced, after a kill between the two
+    writes). A pickle that matches neither (cut short, changed) is moved aside, never loaded,
+    and the search starts again. One written under other versions of cma, numpy or Python
+    stops the run, naming both.
     """
     path, info_path = directory / STATE, directory / STATE_INFO
     if not path.exists():
@@ -136,12 +139,12 @@ def load_state(directory: Path, log) -> SearchState | None:
     try:
         info = durable.read_json(info_path)
         data = path.read_bytes()
-        intact = hashlib.sha256(data).hexdigest() == info["sha256"]
+        intact = hashlib.sha256(data).hexdigest() in (info["sha256"],
+                                                      info.get("previous_sha256"))
     except (durable.DamagedFile, OSError, KeyError, TypeError) as exc:
         intact, info = False, {"error": str(exc)}
     if not intact:
-        aside = path.with_name(f"{STATE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(path, aside)
+        aside = durable.set_aside(path)
         log.warning("the CMA-ES state %s does not match its record %s, so it is not loaded "
                     "(moved to %s); searching from the first generation", path, info_path,
                     aside.name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -105,8 +104,7 @@ def resume(step_dir: Path, checkpoint_name: str,
             optimizer.load_state_dict(state["optimizer"])
         except (OSError, EOFError, RuntimeError, KeyError, ValueError, TypeError,
                 pickle.UnpicklingError) as exc:
-            aside = path.with_name(path.name + ".damaged")
-            os.replace(path, aside)
+            aside = durable.set_aside(path)
             log.warning("the training checkpoint %s cannot be used (%s; moved to %s): training "
                         "from the start", path, exc, aside.name)
             model, optimizer = make()

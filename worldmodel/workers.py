@@ -76,7 +76,7 @@ def task_timed_out(what: str, fn: Callable[..., object], task: tuple, worker: st
     """The one-line error for a task that passed its deadline in `worker` ("PID 123 ...")."""
     call = f"{getattr(fn, '__name__', 'task')}{_short(task)}"
     return TaskTimedOut(
-        f"a task ran {seconds:.0f} s without finishing (deadline {deadline_s:.0f} s) while "
+        f"a task ran {seconds:.0f} s without finishing (deadline {deadline_s:g} s) while "
         f"{what}: {call} in worker {worker}. Stuck, or this machine much slower than "
         f"expected? The workers were stopped and finished work is kept; run the same command "
         f"again to resume, or raise {DEADLINE_KNOB} (seconds) if tasks really take this long."

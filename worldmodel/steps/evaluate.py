@@ -255,6 +255,9 @@ def run(ctx: StepContext) -> dict:
     progress = ctx.dir / PROGRESS
     done = load_progress(progress, tracks)
     done.update(stored_results(ctx.dir / FILES.RESULTS, tracks))
+    if not done and any(any(ctx.dir.glob(f"{name}.*")) for name in FILES.VIDEOS):
+        ctx.log.warning("%s is missing or damaged and only driving the episodes makes it: "
+                        "driving them again", ctx.dir / FILES.RESULTS)
     todo = [i for i in range(params.episodes) if i not in done]
     if done:
         ctx.log.info("%d of %d episodes already driven; driving the other %d", len(done),
