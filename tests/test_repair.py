@@ -70,9 +70,10 @@ def untimed(path: Path) -> object:
     if path.name == layout.CONTROLLER.SUMMARY:  # its search_seconds
         return {k: v for k, v in json.loads(path.read_text()).items()
                 if not any(t in k for t in TIMING)}
-    if path.suffix == ".md":
+    if path.suffix == ".md":  # and which commit computed each step, also provenance
         return [line for line in path.read_text().splitlines()
-                if not DURATION.search(line) and not any(t in line for t in TIMING)]
+                if not DURATION.search(line) and not any(t in line for t in TIMING)
+                and "commit" not in line]
     return path.read_bytes()
 
 

@@ -24,7 +24,8 @@ Videos. Nothing is stored while the episodes run; the best, the median and the w
 are driven again afterwards, deterministically, with rendering on.
 
 Resume. Finished episodes are appended to episodes.jsonl as they come in; a killed run drives
-only the others.
+only the others. A result whose returns.json is intact redraws only what else is missing (a
+damaged video is driven again alone); one without it drives every episode again.
 """
 
 from __future__ import annotations
