@@ -302,6 +302,18 @@ def test_step_matches_forward_over_a_sequence() -> None:
     torch.testing.assert_close(state[1], sequence_state[1])
 
 
+def test_advance_gives_exactly_the_state_of_step_at_paper_size() -> None:
+    torch.manual_seed(0)
+    model = MDRNN(z_dim=32, hidden_size=256).eval()
+    stepped = advanced = model.initial_state(2)
+    with torch.inference_mode():
+        for _ in range(5):
+            z, a = torch.randn(2, 32), torch.rand(2, 3)
+            _, stepped = model.step(z, a, stepped)
+            advanced = model.advance(z, a, advanced)
+            assert torch.equal(advanced[0], stepped[0]) and torch.equal(advanced[1], stepped[1])
+
+
 def test_mdrnn_short_training_lowers_loss() -> None:
     # A toy world: z rotates by a fixed angle each step, plus a push from the action.
     torch.manual_seed(0)

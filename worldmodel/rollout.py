@@ -207,7 +207,7 @@ def drive(
             state = (h[:, live], c[:, live])
             zh = torch.cat([z, state[0][0]], dim=-1).unsqueeze(1)
             actions = act_batch(params[live], zh).squeeze(1)
-            _, (h_next, c_next) = agent.mdrnn.step(z, actions, state)
+            h_next, c_next = agent.mdrnn.advance(z, actions, state)
             h[:, live], c[:, live] = h_next, c_next
             still = []
             for i, action in zip(live, actions.numpy(), strict=True):

@@ -120,6 +120,14 @@ class MDRNN(nn.Module):
         out, state = self.forward(z.unsqueeze(1), a.unsqueeze(1), state)
         return MDNOutput(*(field.squeeze(1) for field in out)), state
 
+    def advance(self, z: torch.Tensor, a: torch.Tensor, state: LSTMState | None = None
+                ) -> LSTMState:
+        """The state after one step, without the mixture, reward and done heads: what the
+        agent in the real game needs (C reads h; nobody reads M's predictions there). The
+        state is exactly `step`'s; the heads cost about a third of a step at batch 2."""
+        _, state = self.lstm(torch.cat([z, a], dim=-1).unsqueeze(1), state)
+        return state
+
     def _log_sigma_affine(self) -> tuple[float, float]:
         middle = 0.5 * (self.log_sigma_max + self.log_sigma_min)
         half_range = 0.5 * (self.log_sigma_max - self.log_sigma_min)
