@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, compose_config, make_runner, run_cli
+from worldmodel.errors import ConfigError
+from worldmodel.pipeline import STEPS
 
 TINY = ["data=tiny", "hardware=cpu", "steps=[collect]", "collect.episodes=2",
         "collect.max_steps=30"]
@@ -57,21 +59,32 @@ BAD_VALUES = {
     "env.action_repeat=0": "env.action_repeat=0 must be >= 1 (set env.action_repeat=1 or more)",
     "controller.population=2": "controller.population=2 must be >= 3 (set "
                                "controller.population=3 or more)",
-    "evaluate.episodes=0": "error: evaluate.episodes=0 must be >= 1 (set evaluate.episodes=1 "
-                           "or more)\n",
+    "evaluate.episodes=0": "evaluate.episodes=0 must be >= 1 (set evaluate.episodes=1 or more)",
     "seed=abc": "seed: Value 'abc' of type 'str' could not be converted to Integer",
 }
+THROUGH_THE_CLI = ("collect.episodes=-3", "evaluate.episodes=0")  # a traceback; a late refusal
 
 
-@pytest.mark.parametrize("bad", sorted(BAD_VALUES))
+@pytest.mark.parametrize("bad", THROUGH_THE_CLI)
 def test_a_bad_value_stops_the_run_before_any_step_with_one_line(tmp_path, bad):
     out = run_cli("data=tiny", "hardware=cpu", bad, f"paths.outputs={tmp_path}")
     text = out.stdout + out.stderr
     assert out.returncode == 2, text
     assert "Traceback" not in text
-    errors = [line + "\n" for line in text.splitlines() if "error:" in line]
-    assert len(errors) == 1 and BAD_VALUES[bad] in errors[0], text
+    errors = [line for line in text.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].endswith("error: " + BAD_VALUES[bad]), text
     assert not (tmp_path / "store").exists()  # no step ran, not even collect
+
+
+@pytest.mark.parametrize("bad", sorted(set(BAD_VALUES) - set(THROUGH_THE_CLI)))
+def test_every_bad_value_is_refused_before_any_step_with_its_key_and_fix(tmp_path, bad):
+    """The same check the CLI runs first (Runner.check_configs), in this process."""
+    runner = make_runner(STEPS, compose_config(["data=tiny", "hardware=cpu", bad]), tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        runner.run()
+    assert BAD_VALUES[bad] in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "store").exists()
 
 
 def test_whole_tiny_chain_then_everything_is_reused(tmp_path):
