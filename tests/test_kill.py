@@ -5,8 +5,8 @@ random within the step's reference duration (its seed is printed, to replay a fa
 killed run must leave no worker process behind, the next run must log that the earlier one was
 killed, and the resumed result must equal the reference file for file: byte for byte, except
 for the timings a run logs (metrics' time and seconds, the manifest) and the pickled search
-state that carries them. Under `-m slow`: the reference alone is a whole tiny chain (about a
-minute and a half on 2 cores).
+state that carries them. Under `-m slow`: the reference alone is a whole tiny chain (39 s of
+fixture setup on an idle 2-core machine, all five tests 148 s).
 """
 
 from __future__ import annotations

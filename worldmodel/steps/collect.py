@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from worldmodel import durable, seeding
+from worldmodel import durable, layout, seeding
 from worldmodel.config import at_least, one_of, require
 from worldmodel.envs import POLICIES, EnvConfig, make_env, make_policy, preprocess
 from worldmodel.episodes import (
@@ -119,14 +119,14 @@ def finished_episodes(directory: Path, log) -> dict[int, dict]:
 def run(ctx: StepContext) -> dict:
     cfg: CollectConfig = ctx.config
     params = cfg.collect
-    directory = ctx.dir / "episodes"
+    directory = ctx.dir / layout.COLLECT.EPISODES
     directory.mkdir(exist_ok=True)
     done = finished_episodes(directory, ctx.log)
     todo = [i for i in range(params.episodes) if i not in done]
     if done:
         ctx.log.info("%d of %d episodes already on disk; collecting the other %d",
                      len(done), params.episodes, len(todo))
-    stats = dict(done)
+    stats = dict(done)  # and the episodes collected below
     workers = min(ctx.hardware.workers, max(len(todo), 1))
     ctx.log.info("collecting %d episodes of up to %d frames with policy '%s' on %d workers",
                  len(todo), params.max_steps, params.policy, workers)
@@ -141,7 +141,7 @@ def run(ctx: StepContext) -> dict:
             bar.set_postfix(frames_per_s=f"{frames / (time.perf_counter() - started):.0f}")
             bar.update()
     summary = summarize(stats, params)
-    durable.write_json(ctx.dir / "dataset.json", summary)
+    durable.write_json(ctx.dir / layout.COLLECT.DATASET, summary)
     ctx.log.info("dataset: %d episodes, %d frames, %.1f MB on disk, return %.1f ± %.1f",
                  summary["episodes"], summary["frames"], summary["bytes"] / 1e6,
                  summary["mean_return"], summary["std_return"])

@@ -413,6 +413,7 @@ def run(ctx: StepContext) -> dict:
     fitness = make_fitness(ctx, params, files, dreamer)
     in_dream = params.mode == "dream"
     size = controller_size(Path(files.vae), Path(files.mdrnn))
+    n_params = Controller(**size).num_params
     state = load_state(ctx.dir, ctx.log)
     if state is not None and state.generation >= total_generations(params):
         ctx.log.info("the search finished in an earlier run; remaking its files from %s",
@@ -423,8 +424,7 @@ def run(ctx: StepContext) -> dict:
         if state is None and stale:
             ctx.log.warning("%s cannot be remade without the search state %s: searching again",
                             ", ".join(stale), FILES.STATE)
-        state = state or SearchState(es=new_es(Controller(**size).num_params, params.population,
-                                               params.sigma0))
+        state = state or SearchState(es=new_es(n_params, params.population, params.sigma0))
         real = f"in the real game on {ctx.hardware.workers} workers"
         dreamt = f"in the dream on {ctx.hardware.device} (tau {params.temperature})"
         where = (f"{params.generations} generations {dreamt}, scored {real}" if in_dream else
@@ -432,7 +432,7 @@ def run(ctx: StepContext) -> dict:
         if params.dream_generations:
             where = f"{params.dream_generations} generations {dreamt}, then {where}"
         ctx.log.info("CMA-ES on %d parameters: population %d x %d rollouts of up to %d frames, "
-                     "%s; sigma0 %g", Controller(**size).num_params, params.population,
+                     "%s; sigma0 %g", n_params, params.population,
                      params.rollouts, params.max_steps, where, params.sigma0)
         with keep_workers():  # one set of workers for every generation and scoring
             evolve(ctx, state, total_generations(params), fitness, real_score(ctx, params, files),

@@ -117,7 +117,7 @@ def run(ctx: StepContext) -> dict:
     z_dim = cfg.vae["z_dim"]
     device = ctx.hardware.device
     model = load_vae(ctx.inputs["vae"].path / layout.VAE.MODEL, z_dim, device)
-    episodes = sorted((ctx.inputs["collect"].path / "episodes").glob("ep_*.npz"))
+    episodes = sorted((ctx.inputs["collect"].path / layout.COLLECT.EPISODES).glob("ep_*.npz"))
     if not episodes:
         raise StoreError(f"encode: no episodes in {ctx.inputs['collect'].path / 'episodes'}")
     directory = ctx.dir / "latents"

@@ -318,7 +318,7 @@ def fit(ctx: StepContext, params: VAEParams, source: FrameSource, train: list[in
 
 def run(ctx: StepContext) -> dict:
     params: VAEParams = ctx.config.vae
-    episodes_dir = ctx.inputs["collect"].path / "episodes"
+    episodes_dir = ctx.inputs["collect"].path / layout.COLLECT.EPISODES
     paths = sorted(episodes_dir.glob("ep_*.npz"))
     if not paths:
         raise StoreError(f"vae: no episodes in {episodes_dir}")
