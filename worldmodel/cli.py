@@ -21,14 +21,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from worldmodel import hardware, report, tracking
 from worldmodel.config import typed
-from worldmodel.errors import WorldModelError
-from worldmodel.pipeline import STEPS
+from worldmodel.errors import ConfigError, WorldModelError
+from worldmodel.pipeline import table
 from worldmodel.runner import Runner, mark_killed_runs
 from worldmodel.store import Store
 
 log = logging.getLogger("worldmodel")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def iterations(cfg: DictConfig) -> int:
+    value = cfg.get("iterations", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"iterations={value!r} must be a whole number >= 1 (the rounds of "
+                          "the chain; 1 runs it once)")
+    return value
 
 
 def run(cfg: DictConfig) -> dict:
@@ -42,7 +50,8 @@ def run(cfg: DictConfig) -> dict:
         cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True)
     )
     try:
-        summary = Runner(STEPS, cfg, hw, store, run_dir, tracker=tracker).run(cfg.steps, cfg.force)
+        steps = table(iterations(cfg))
+        summary = Runner(steps, cfg, hw, store, run_dir, tracker=tracker).run(cfg.steps, cfg.force)
     finally:
         tracker.close()
     log.info("summary: %s", run_dir / "summary.json")

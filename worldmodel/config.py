@@ -16,8 +16,14 @@ from worldmodel.errors import ConfigError
 T = TypeVar("T")
 
 
-def config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
-    """The resolved values of `keys` (dotted paths into `cfg`) as plain JSON-like data."""
+def config_slice(cfg: DictConfig, keys: tuple[str, ...], overlay: str | None = None
+                 ) -> dict[str, Any]:
+    """The resolved values of `keys` (dotted paths into `cfg`) as plain JSON-like data.
+
+    `overlay` names a section of `cfg` whose entries replace those of the same keys: with
+    overlay "rounds", key "vae" is cfg.vae with cfg.rounds.vae merged over it (the steps of
+    rounds after the first read their config so). Keys the overlay lacks are unchanged.
+    """
     part: dict[str, Any] = {}
     for key in keys:
         try:
@@ -29,16 +35,24 @@ def config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
         if isinstance(node, DictConfig) or OmegaConf.is_list(node):
             node = OmegaConf.to_container(node, resolve=True)
         part[key] = node
+    if overlay is not None:
+        over = config_slice(cfg, (overlay,))[overlay] or {}
+        for key in keys:
+            if key in over:
+                part[key] = OmegaConf.to_container(OmegaConf.merge(part[key], over[key]))
     return part
 
 
-def drop_keys(data: dict[str, Any], dotted: tuple[str, ...]) -> dict[str, Any]:
-    """A copy of `data` without the dotted keys (used to keep settings out of an identity)."""
+def drop_keys(data: dict[str, Any], dotted: tuple[str, ...],
+              at_values: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
+    """A copy of `data` without the dotted keys, and without each (key, value) of `at_values`
+    whose key holds that value (used to keep settings out of an identity)."""
     out = OmegaConf.create(data)
-    for key in dotted:
+    drops = [(key, None, False) for key in dotted] + [(k, v, True) for k, v in at_values]
+    for key, value, only_at in drops:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(out, parent) if parent else out
-        if isinstance(node, DictConfig) and leaf in node:
+        if isinstance(node, DictConfig) and leaf in node and (not only_at or node[leaf] == value):
             node.pop(leaf)
     return OmegaConf.to_container(out)
 

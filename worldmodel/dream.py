@@ -9,6 +9,11 @@ One dream step, for every agent (candidate x rollout) of the batch together, on 
     reward       = M's reward head                  (summed while the agent is alive)
     ended        ~ Bernoulli(sigmoid(done head))    (the agent stops counting after it)
 
+With M trained on rewards "tiles" (worldmodel/rewards.py) the reward of a step is the expected
+one, time cost + P(new tile) * tile value (RewardScale, measured on the episodes dreamed from),
+and the step on which the end is drawn pays CarRacing's -100 exit: the end is the car leaving
+the playfield, the one event that costs it.
+
 Start states. A dream starts from a real encoded frame of a collected episode: frame
 `start_frame` (50, after CarRacing's zoom-in; the episode's last frame if it is shorter), with
 M's LSTM warmed up on the real prefix (the episode's mu and actions before it). A single z does
@@ -44,6 +49,7 @@ import torch
 from worldmodel import durable
 from worldmodel.latents import load_latents
 from worldmodel.models import MDRNN, VAE, MDNOutput, act_batch, to_uint8
+from worldmodel.rewards import EXIT_REWARD, RewardScale, measure_scale
 
 CHUNK = 64  # steps of noise drawn per generator at a time (fixed: it fixes the draws' order)
 CHECK_EVERY = 8  # steps between checks that some agent is still alive (a sync on a GPU)
@@ -131,9 +137,10 @@ class Noise:
 @torch.inference_mode()
 def dream_rollouts(mdrnn: MDRNN, params: torch.Tensor, starts: Starts, which: torch.Tensor,
                    seeds: Sequence[int], temperature: float, horizon: int,
-                   record: bool = False) -> DreamResult:
+                   record: bool = False, scale: RewardScale | None = None) -> DreamResult:
     """Dream N agents at once on M's device: agent i runs controller params[i] (N, n_params)
-    from start state which[i] with noise seed seeds[i], for at most `horizon` steps."""
+    from start state which[i] with noise seed seeds[i], for at most `horizon` steps. `scale`
+    (for M with rewards "tiles") turns its tile probability into a reward."""
     device = starts.z.device
     params = params.to(device, torch.float32)
     n = len(params)
@@ -154,9 +161,16 @@ def dream_rollouts(mdrnn: MDRNN, params: torch.Tensor, starts: Starts, which: to
         out, (h, c) = mdrnn.step(z, actions, (h, c))
         u, eps, u_end = noise.at(t)
         z = sample_with_noise(out, temperature, u, eps)
-        returns += torch.where(alive, out.reward, 0.0)
+        if scale is None:
+            reward = out.reward
+        else:
+            reward = scale.expected(torch.sigmoid(out.reward))
+        ended = alive & (u_end < torch.sigmoid(out.done_logit))
+        returns += torch.where(alive, reward, 0.0)
+        if scale is not None:
+            returns += torch.where(ended, EXIT_REWARD, 0.0)
         steps += alive
-        alive &= u_end >= torch.sigmoid(out.done_logit)
+        alive &= ~ended
         if path is not None:
             path.append(z)
     dreamed = torch.stack(path, dim=1).cpu().numpy() if path is not None else None
@@ -178,6 +192,10 @@ class Dreamer:
     def __post_init__(self) -> None:
         self.mdrnn = self.mdrnn.to(self.device).eval()
         self._starts: dict[int, Starts] = {}  # warm-ups are deterministic: each done once
+        self.scale: RewardScale | None = None
+        if self.mdrnn.rewards == "tiles":
+            self.scale = measure_scale([durable.read_array(p, "rewards", "latent file")
+                                        for p in self.episodes])
 
     def starts(self, episodes: Sequence[int]) -> Starts:
         for e in episodes:
@@ -198,7 +216,8 @@ class Dreamer:
         params = params.repeat_interleave(rollouts, dim=0)
         which = torch.arange(rollouts).repeat(len(candidates))
         result = dream_rollouts(self.mdrnn, params, self.starts(episodes), which,
-                                list(seeds) * len(candidates), self.temperature, self.horizon)
+                                list(seeds) * len(candidates), self.temperature, self.horizon,
+                                scale=self.scale)
         means = result.returns.reshape(len(candidates), rollouts).mean(axis=1)
         return means, int(result.steps.sum()), time.perf_counter() - started
 
@@ -206,7 +225,8 @@ class Dreamer:
         """One dream of one controller, with its latents (to decode into frames)."""
         params = torch.as_tensor(np.asarray(controller, dtype=np.float32))[None]
         return dream_rollouts(self.mdrnn, params, self.starts([episode]), torch.zeros(1, dtype=
-                              torch.int64), [seed], self.temperature, self.horizon, record=True)
+                              torch.int64), [seed], self.temperature, self.horizon, record=True,
+                              scale=self.scale)
 
 
 # --- rendering ---------------------------------------------------------------------------------

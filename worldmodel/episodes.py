@@ -47,6 +47,18 @@ class Episode:
         return float(self.rewards.sum(dtype=np.float64))
 
 
+def episode_files(directories: list[Path]) -> list[Path]:
+    """Every episode file in `directories`, sorted by name. Names are unique across them: a
+    later round's collect numbers its episodes after the earlier rounds' (pipeline.py)."""
+    paths = sorted((p for d in directories for p in d.glob("ep_*.npz")), key=lambda p: p.name)
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise DamagedEpisode(f"episode files {', '.join(twice[:3])} appear in more than one of "
+                             f"{', '.join(map(str, directories))}")
+    return paths
+
+
 def episode_path(directory: Path, index: int) -> Path:
     return directory / f"ep_{index:06d}.npz"
 

@@ -168,6 +168,26 @@ def load_state(directory: Path, log) -> SearchState | None:
     return state
 
 
+def continue_search(previous: Path, n_params: int, population: int, log) -> SearchState:
+    """A new search that starts where the stored search in `previous` ended: its mean, step
+    size and covariance (the previous round's controller result keeps its final state). The
+    generation count, totals, best and rows start afresh: this round's models are new, so
+    its scores are too."""
+    state = load_state(previous, log)
+    if state is None:
+        raise StoreError(f"the previous round's CMA-ES state {previous / STATE} is missing or "
+                         "damaged; recompute that round's controller (force=[its step])")
+    es = state.es
+    if es.N != n_params or es.popsize != population:
+        raise StoreError(f"the previous round's CMA-ES ({es.N} parameters, population "
+                         f"{es.popsize}) does not fit this round's ({n_params}, {population}): "
+                         "keep vae.z_dim, mdrnn.hidden_size and controller.population the "
+                         "same in every round")
+    log.info("continuing the previous round's CMA-ES (%s): sigma %.4g after %d generations",
+             previous, es.sigma, state.generation)
+    return SearchState(es=es)
+
+
 def run_scoring(state: SearchState, best_candidate: np.ndarray, generation: int,
                 score: ScoreFn) -> dict[str, float]:
     """Score the ES mean and the generation's best candidate; keep the best ever scored."""

@@ -1,4 +1,5 @@
-"""The files of each step's result: the one place that names them.
+"""The files of each step's result, and the names of each round's steps: the one place that
+names them.
 
 A step writes these names into its directory; later steps, the figures step, the report and
 the scripts read them from here, so that no module imports a step to learn where its files are
@@ -9,6 +10,17 @@ step's file names, relative to its result directory.
 from __future__ import annotations
 
 METRICS = "metrics.jsonl"  # per epoch or generation, in every training step
+
+
+def round_name(kind: str, k: int) -> str:
+    """The step name of `kind`'s row in round k: vae, vae_r1, vae_r2, ... (pipeline.table)."""
+    return kind if k == 0 else f"{kind}_r{k}"
+
+
+def step_kind(name: str) -> str:
+    """The kind of a step name: vae_r2 is a vae (the inverse of round_name)."""
+    kind, _, k = name.rpartition("_r")
+    return kind if kind and k.isdigit() else name
 
 
 class COLLECT:
@@ -59,3 +71,4 @@ class FIGURES:
     REPORT = "report.md"
     INDEX = "figures.json"
     FILMSTRIP = "filmstrip.png"
+    ROUNDS = "rounds.png"  # score per round, when a run has several

@@ -5,20 +5,39 @@ the only module that imports the steps: they are leaves, and what several of the
 in library modules (file names in worldmodel/layout.py). `worldmodel.runner` executes the
 table and `worldmodel.store` keeps its results. A step's key
 hashes its name, version, the config keys in `reads` and its inputs' keys (see runner.py).
+
+Rounds. `table(iterations)` is the iterative procedure of the paper's section 5: round 0 is
+the chain below (`STEPS`, the same rows and keys for any `iterations`); each further round k
+repeats its collect, vae, encode, mdrnn, controller and evaluate rows as collect_rk, vae_rk,
+..., reading the `rounds` config section over each step's own (config_slice's overlay):
+
+    collect_rk     drives round k-1's kept controller (plus random-policy episodes) and
+                   numbers its episodes after those of the rounds before it
+    vae_rk         trains on every round's episodes so far, starting from vae_r(k-1)
+    encode_rk      encodes every round's episodes with vae_rk
+    mdrnn_rk       trains on them, starting from mdrnn_r(k-1)
+    controller_rk  continues round k-1's CMA-ES (mean, step size, covariance)
+    evaluate_rk    scores controller_rk on the evaluation tracks
+
+A round is rows of this table, nothing else: each has its own key, so a rerun reuses every
+finished round and a killed one resumes inside the round where it stopped. The figures step
+comes last and draws the last round (and every round's score, when there are several).
 """
 
 from worldmodel import layout
+from worldmodel.layout import round_name
 from worldmodel.runner import Step
 from worldmodel.steps import collect, controller, encode, evaluate, figures, mdrnn, vae
 
 V, M, C, E = layout.VAE, layout.MDRNN, layout.CONTROLLER, layout.EVALUATE
 
-STEPS: tuple[Step, ...] = (
+CHAIN: tuple[Step, ...] = (
     Step(
         "collect", collect.run,
         reads=("seed", "env", "collect"), config=collect.CollectConfig,
         writes=(f"{layout.COLLECT.EPISODES}/ep_*.npz", layout.COLLECT.DATASET),
         not_in_identity=("env.renderer",),  # both renderers draw identical frames
+        added=(("collect.random_share", 1.0), ("collect.controller_noise", 0.0)),
     ),
     Step(
         "vae", vae.run, inputs=("collect",),
@@ -37,6 +56,7 @@ STEPS: tuple[Step, ...] = (
         reads=("seed", "mdrnn"), config=mdrnn.MDRNNStepConfig,
         writes=(M.MODEL, M.SPLIT, layout.METRICS, M.EVALUATION, M.LOSSES, M.DREAM_STRIP,
                 M.DREAM_GIF, M.DREAM_ERROR, M.CALIBRATION),
+        added=(("mdrnn.rewards", "regress"), ("mdrnn.z", "sample")),
     ),
     Step(
         "controller", controller.run, inputs=("vae", "encode", "mdrnn"),  # encode: dream starts
@@ -51,9 +71,58 @@ STEPS: tuple[Step, ...] = (
         writes=(E.RESULTS, E.HISTOGRAM, *(f"{name}.*" for name in E.VIDEOS)),
         not_in_identity=("env.renderer",),
     ),
-    Step(
-        "figures", figures.run, inputs=figures.INPUTS,
-        reads=("figures",), config=figures.FiguresStepConfig,
-        writes=(layout.FIGURES.REPORT, layout.FIGURES.INDEX),
-    ),
 )
+
+FIGURES = Step(
+    "figures", figures.run, inputs=figures.INPUTS,
+    reads=("figures",), config=figures.FiguresStepConfig,
+    writes=(layout.FIGURES.REPORT, layout.FIGURES.INDEX),
+)
+
+# What a round k >= 1 row reads besides the inputs of its round-0 row: the earlier rounds'
+# episodes (collect, vae, encode) and the models it starts from (the previous round's).
+ROUND_INPUTS = {
+    "collect": ("collect", "vae", "mdrnn", "controller"),  # previous round's agent drives
+    "vae": ("vae",),
+    "mdrnn": ("mdrnn",),
+    "controller": ("controller",),
+}
+ALL_EPISODES = ("collect", "vae", "encode")  # rows that read every round's episodes
+
+
+def round_rows(k: int) -> list[Step]:
+    """Round k's rows: round 0's, renamed, reading round k's inputs and the `rounds` section."""
+    rows = []
+    for step in CHAIN:
+        inputs = [round_name(up, k) for up in step.inputs if up != "collect"]
+        previous = [round_name(up, k - 1) for up in ROUND_INPUTS.get(step.kind, ())
+                    if up != "collect"]
+        episodes = [round_name("collect", j) for j in range(k + (step.kind != "collect"))
+                    ] if step.kind in ALL_EPISODES else []
+        rows.append(Step(
+            round_name(step.name, k), step.run,
+            inputs=tuple(dict.fromkeys([*episodes, *previous, *inputs])),
+            reads=step.reads, config=step.config, writes=step.writes, version=step.version,
+            not_in_identity=step.not_in_identity, added=step.added, kind=step.kind, round=k,
+            overlay="rounds",
+        ))
+    return rows
+
+
+def table(iterations: int = 1) -> tuple[Step, ...]:
+    """The pipeline of `iterations` rounds: round 0's chain, rounds 1.. and the figures."""
+    if iterations < 1:
+        raise ValueError(f"iterations={iterations} must be >= 1")
+    rows = list(CHAIN)
+    for k in range(1, iterations):
+        rows += round_rows(k)
+    last = [round_name(kind, iterations - 1) for kind in figures.INPUTS]
+    earlier = [round_name(kind, k) for k in range(iterations - 1)
+               for kind in figures.ROUND_INPUTS] if iterations > 1 else []
+    figures_row = FIGURES if iterations == 1 else Step(
+        FIGURES.name, FIGURES.run, inputs=(*earlier, *last), reads=FIGURES.reads,
+        config=FIGURES.config, writes=FIGURES.writes, version=FIGURES.version)
+    return (*rows, figures_row)
+
+
+STEPS: tuple[Step, ...] = table(1)

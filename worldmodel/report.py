@@ -94,8 +94,34 @@ def seed_range(seeds: list[int]) -> str:
 # --- sections ----------------------------------------------------------------------------------
 
 
+def last_round(summary: dict, kind: str) -> dict | None:
+    """The entry of `kind` from the last round the summary holds (evaluate_r2 over evaluate)."""
+    found = [entry for name, entry in summary.items()
+             if name != "run" and layout.step_kind(name) == kind and isinstance(entry, dict)]
+    return found[-1] if found else None
+
+
+def rounds_lines(summary: dict) -> list[str]:
+    """Per round, the evaluation's mean and the kept controller's score (a run of rounds)."""
+    evaluated = [(name, entry) for name, entry in summary.items()
+                 if name != "run" and layout.step_kind(name) == "evaluate"
+                 and isinstance(entry, dict) and "mean_return" in entry]
+    if len(evaluated) < 2:
+        return []
+    lines = ["", "| round | evaluation mean ± std | episodes | kept controller's score | "
+             "M: tile AUROC | M: done AUROC | M: reward r |", "|---|---|---|---|---|---|---|"]
+    for k, (name, ev) in enumerate(evaluated):
+        suffix = name.removeprefix("evaluate")
+        c, m = summary.get(f"controller{suffix}", {}), summary.get(f"mdrnn{suffix}", {})
+        lines.append(f"| {k} | {ev['mean_return']:.1f} ± {ev.get('std_return', 0):.1f} | "
+                     f"{ev.get('episodes')} | {fmt(c.get('best_score'))} | "
+                     f"{fmt(m.get('tile_auroc'))} | {fmt(m.get('done_auroc'))} | "
+                     f"{fmt(m.get('reward_corr'))} |")
+    return lines
+
+
 def result_section(summary: dict) -> list[str]:
-    ev = summary.get("evaluate")
+    ev = last_round(summary, "evaluate")
     if not ev or "mean_return" not in ev:
         return ["No evaluation in this run (the `evaluate` step did not run)."]
     return [
@@ -105,6 +131,7 @@ def result_section(summary: dict) -> list[str]:
         f"{100 * ev.get('fraction_900', 0):.0f}% of episodes ≥ 900 (\"solved\"), "
         f"{ev.get('laps_finished', 0)} laps finished, {fmt(ev.get('mean_steps'))} frames per "
         "episode on average.",
+        *rounds_lines(summary),
     ]
 
 
@@ -114,7 +141,8 @@ def acting(action_repeat: int) -> str:
 
 
 def protocol_lines(name: str, entry: dict, config: dict) -> str:
-    """One line saying how a step's numbers were made."""
+    """One line saying how a step's numbers were made (vae_r1's as vae's: rows of one kind)."""
+    name = layout.step_kind(name)
     c = config.get(name, {}) if isinstance(config.get(name), dict) else {}
     env = config.get("env", {})
     seed = config.get("seed")
@@ -137,7 +165,12 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
                 f"{fmt(c.get('hidden_size'))} LSTM units, {fmt(c.get('num_gaussians'))} "
                 f"Gaussians; {fmt(entry.get('train_episodes'))} training / "
                 f"{fmt(entry.get('val_episodes'))} validation episodes; loss "
-                f"{fmt(entry.get('loss'))}, validation {fmt(entry.get('val_loss'))}")
+                f"{fmt(entry.get('loss'))}, validation {fmt(entry.get('val_loss'))}; held out "
+                f"(teacher forced), rewards `{c.get('rewards', 'regress')}`: reward r "
+                f"{fmt(entry.get('reward_corr'))}, tile AUROC {fmt(entry.get('tile_auroc'))}, "
+                f"end AUROC {fmt(entry.get('done_auroc'))} ({fmt(entry.get('done_ends'))} "
+                f"ends); dream z MSE {fmt(entry.get('dream_mse_sampled'))} against "
+                f"{fmt(entry.get('dream_mse_copy'))} for copying the last z")
     if name == "controller":
         return (f"mode `{c.get('mode')}`, CMA-ES population {fmt(c.get('population'))} × "
                 f"{fmt(c.get('rollouts'))} rollouts of up to {fmt(c.get('max_steps'))} frames, "

@@ -71,6 +71,19 @@ class Rollout(NamedTuple):
     early_stopped: bool
 
 
+class StepRecord(NamedTuple):
+    """One step of one episode, as `drive` passes it to on_step."""
+
+    observation: np.ndarray
+    """The frame after the step (after the reset, for the first record)."""
+    action: np.ndarray | None
+    """The action that led to it; None for the first record."""
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict
+
+
 @dataclass
 class Agent:
     """V and M, ready for inference on the CPU, and the frames they expect."""
@@ -163,6 +176,7 @@ def drive(
     noise_seeds: Sequence[int] | None = None,
     render_mode: str | None = None,
     on_frame: Callable[[int, np.ndarray], None] | None = None,
+    on_step: Callable[[int, StepRecord], None] | None = None,
 ) -> list[Rollout]:
     """Drive len(tracks) episodes at once; episode i uses controller params[i] on tracks[i].
 
@@ -170,6 +184,9 @@ def drive(
     noise_seeds: one per episode, for z = sample (V's noise is drawn from it alone).
     render_mode: CarRacing's; with "rgb_array", on_frame(i, frame) receives episode i's
         600x400 picture after the reset and after every step ("human" draws a window).
+    on_step: on_step(i, record) receives episode i's observation after the reset (action
+        None) and after every step, with the action taken and what the step returned (the
+        collect step records episodes so).
     """
     params = torch.as_tensor(np.asarray(params, dtype=np.float32))
     count = len(tracks)
@@ -193,6 +210,9 @@ def drive(
         if on_frame is not None:
             for i, env in enumerate(envs):
                 on_frame(i, env.render())
+        if on_step is not None:
+            for i, observation in enumerate(observations):
+                on_step(i, StepRecord(observation, None, 0.0, False, False, {}))
         h, c = agent.mdrnn.initial_state(count)
         returns = np.zeros(count)
         steps = np.zeros(count, dtype=np.int64)
@@ -214,6 +234,9 @@ def drive(
                 observations[i], reward, terminated, truncated, info = envs[i].step(action)
                 if on_frame is not None:
                     on_frame(i, envs[i].render())
+                if on_step is not None:
+                    on_step(i, StepRecord(observations[i], action, float(reward),
+                                          bool(terminated), bool(truncated), info))
                 returns[i] += reward
                 steps[i] += info["frames"]
                 stalled[i] = 0 if reward > 0 else stalled[i] + info["frames"]

@@ -62,6 +62,25 @@ class Step:
     """Bump when a code change makes old results wrong: old keys stop matching."""
     not_in_identity: tuple[str, ...] = ()
     """Dotted keys in the slice that change speed, not results (e.g. env.renderer)."""
+    added: tuple[tuple[str, Any], ...] = ()
+    """(dotted key, value) of settings added after the step's first results, with the value
+    that computes what it computed before them: at that value a setting stays out of the
+    identity, so results stored before it existed keep their keys."""
+    kind: str = ""
+    """The step function's own name ("vae" for the row vae_r2); "" means `name`. Steps find
+    their inputs by kind (StepContext.input), so one function serves every round."""
+    round: int = 0
+    """Which round of the iterative procedure the row belongs to (pipeline.table)."""
+    overlay: str | None = None
+    """A config section merged over the slice (rounds after the first read `rounds`)."""
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", self.name)
+
+    def config_slice(self, cfg: DictConfig) -> dict[str, Any]:
+        """The config this row reads: its `reads`, with its overlay merged over them."""
+        return config_slice(cfg, self.reads, self.overlay)
 
 
 @dataclass
@@ -76,6 +95,24 @@ class StepContext:
     seed: int
     log: logging.Logger = field(repr=False)
     tracker: tracking.Tracker = field(default_factory=tracking.Tracker, repr=False)
+    kinds: dict[str, str] = field(default_factory=dict)
+    """Step kind of every input (by row name); an input missing here is its own kind."""
+    kind: str = ""
+    """This row's kind ("" means `name`): its metrics are named after it (vae/loss in every
+    round), so one reader serves every round."""
+    round: int = 0
+
+    def inputs_of(self, kind: str) -> list[Artifact]:
+        """Every input of this kind, in the row's order (rounds ascending)."""
+        return [a for name, a in self.inputs.items() if self.kinds.get(name, name) == kind]
+
+    def input(self, kind: str) -> Artifact:
+        """The input of this kind from the latest round the row reads (the only one, in most
+        rows: vae_r2's "vae" input is vae_r1, the model it starts from)."""
+        found = self.inputs_of(kind)
+        if not found:
+            raise StoreError(f"step {self.name} has no {kind} input (pipeline.py)")
+        return found[-1]
 
     def rng(self, *path: int | str) -> np.random.Generator:
         """A random stream of this step, e.g. ctx.rng("episode", 3)."""
@@ -85,10 +122,13 @@ class StepContext:
         return seeding.derive_seed(self.seed, self.name, *path)
 
     def log_metrics(self, metrics: dict[str, Any], **index: Any) -> dict[str, Any]:
-        """Append one JSON line to metrics.jsonl, names prefixed with the step (vae/loss);
-        returns the row."""
+        """Append one JSON line to metrics.jsonl, names prefixed with the step's kind
+        (vae/loss), and the round after the first; returns the row."""
         row = dict(index)
-        row.update({f"{self.name}/{k}": v for k, v in metrics.items()})
+        if self.round:
+            row["round"] = self.round
+        prefix = self.kind or self.name
+        row.update({f"{prefix}/{k}": v for k, v in metrics.items()})
         row["time"] = time.time()
         durable.append_jsonl(self.dir / layout.METRICS, row)
         self.tracker.log_row(row)
@@ -228,7 +268,8 @@ class Runner:
         """Every step's (key, identity slice), computed from config alone, in table order."""
         out: dict[str, tuple[str, dict[str, Any]]] = {}
         for step in self.table:
-            identity = drop_keys(config_slice(self.cfg, step.reads), step.not_in_identity)
+            identity = drop_keys(step.config_slice(self.cfg), step.not_in_identity,
+                                 step.added)
             inputs = {up: out[up][0] for up in step.inputs}
             out[step.name] = (step_key(step.name, step.version, identity, inputs), identity)
         return out
@@ -238,7 +279,7 @@ class Runner:
         line before any step runs, not after an hour of the steps before it."""
         for step in self.table:
             if step.config:
-                typed(step.config, config_slice(self.cfg, step.reads), f"step {step.name}")
+                typed(step.config, step.config_slice(self.cfg), f"step {step.name}")
 
     def run(self, requested: Any = "all", force: Any = ()) -> dict[str, Any]:
         wanted = select_steps(self.table, requested, "steps")
@@ -390,7 +431,7 @@ class Runner:
         else:
             log.info("[%s] running (key %s) in %s", step.name, key, staging)
         staging.mkdir(parents=True, exist_ok=True)
-        full_slice = config_slice(self.cfg, step.reads)
+        full_slice = step.config_slice(self.cfg)
         config = typed(step.config, full_slice, f"step {step.name}") if step.config else full_slice
         ctx = StepContext(
             name=step.name,
@@ -401,6 +442,9 @@ class Runner:
             seed=int(self.cfg.get("seed", 0)),
             log=logging.getLogger(f"worldmodel.{step.name}"),
             tracker=self.tracker,
+            kinds={up: self.by_name[up].kind for up in inputs},
+            kind=step.kind,
+            round=step.round,
         )
         started_at = time.time()
         started = time.perf_counter()

@@ -18,7 +18,9 @@
                      reward_mse, reward_baseline_mse (predicting the mean reward), reward_corr
                      (Pearson), done_brier (mean squared error of the end probability),
                      done_auroc (null when the held-out steps hold no episode end), done_ends,
-                     and the mean over horizons of each dream_error curve.
+                     and the mean over horizons of each dream_error curve. M with
+                     mdrnn.rewards=tiles adds tile_auroc and tile_events; its reward is the
+                     expected one, and its ends are exits (worldmodel/rewards.py).
 
 Training episodes stand in when there are no validation episodes. Every random draw comes from a
 fixed seed, so drawing again gives the same figures.
@@ -37,6 +39,7 @@ from worldmodel import durable, figures, layout
 from worldmodel.errors import StoreError
 from worldmodel.latents import Latents, load_latents
 from worldmodel.models import MDRNN, VAE, build_from_checkpoint, sample, to_uint8
+from worldmodel.rewards import exits, measure_scale, tile_events
 
 FILES = layout.MDRNN  # what this module draws and reads
 
@@ -117,8 +120,10 @@ def error_curves(model: MDRNN, episodes: list[Latents], settings: dict) -> dict[
 
 @torch.inference_mode()
 def teacher_forced(model: MDRNN, episodes: list[Latents], chunk: int = 16
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted reward and end probability for every step of `episodes`, concatenated."""
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted reward and end probability for every step of `episodes`, concatenated. For M
+    with rewards="tiles" the reward is the expected one (rewards.RewardScale of `episodes`),
+    and the tile probability is the third array; else that one is empty."""
     rewards, done = [], []
     for first in range(0, len(episodes), chunk):
         group = [e for e in episodes[first : first + chunk] if e.steps]
@@ -135,13 +140,22 @@ def teacher_forced(model: MDRNN, episodes: list[Latents], chunk: int = 16
         for b, e in enumerate(group):
             rewards.append(out.reward[b, : e.steps].numpy())
             done.append(torch.sigmoid(out.done_logit[b, : e.steps]).numpy())
-    return np.concatenate(rewards), np.concatenate(done)
+    predicted, done = np.concatenate(rewards), np.concatenate(done)
+    if model.rewards != "tiles":
+        return predicted, done, np.zeros(0)
+    p_tile = 1 / (1 + np.exp(-predicted.astype(np.float64)))
+    scale = measure_scale([e.rewards for e in episodes])
+    return scale.expected(p_tile), done, p_tile
 
 
-def actual(episodes: list[Latents]) -> tuple[np.ndarray, np.ndarray]:
-    """Real reward r_{t+1} and episode end done_{t+1} for every step, as `teacher_forced`."""
-    ends = [np.arange(e.steps) == e.steps - 1 if e.terminated else np.zeros(e.steps, bool)
-            for e in episodes if e.steps]
+def actual(episodes: list[Latents], mode: str = "regress") -> tuple[np.ndarray, np.ndarray]:
+    """Real reward r_{t+1} and episode end done_{t+1} for every step, as `teacher_forced`;
+    with mode "tiles" an end is an exit (rewards.exits), what M's done head predicts then."""
+    if mode == "tiles":
+        ends = [exits(e.rewards, e.terminated) > 0 for e in episodes if e.steps]
+    else:
+        ends = [np.arange(e.steps) == e.steps - 1 if e.terminated else np.zeros(e.steps, bool)
+                for e in episodes if e.steps]
     return (np.concatenate([e.rewards for e in episodes if e.steps]).astype(np.float64),
             np.concatenate(ends))
 
@@ -289,9 +303,13 @@ def make_figures(step_dir: Path, encode_dir: Path, vae_dir: Path, out_dir: Path)
               f"{DREAM_SAMPLES} samples each",
     )
 
-    pred_reward, pred_done = teacher_forced(model, episodes)
-    reward, done = actual(episodes)
+    pred_reward, pred_done, p_tile = teacher_forced(model, episodes)
+    reward, done = actual(episodes, model.rewards)
     numbers = calibration_numbers(pred_reward, pred_done, reward, done)
+    numbers["rewards"] = model.rewards
+    if len(p_tile):
+        tiles = tile_events(reward) > 0
+        numbers.update(tile_auroc=auroc(p_tile, tiles), tile_events=int(tiles.sum()))
     draw_calibration(pred_reward, pred_done, reward, done, numbers,
                      out_dir / FILES.CALIBRATION, which)
 
@@ -310,7 +328,7 @@ def make_figures(step_dir: Path, encode_dir: Path, vae_dir: Path, out_dir: Path)
 
     evaluation = {
         "episodes": which,
-        "summary": {**{k: v for k, v in numbers.items() if k != "steps"},
+        "summary": {**{k: v for k, v in numbers.items() if k not in ("steps", "rewards")},
                     "dream_mse_sampled": mean(curves["sampled"]),
                     "dream_mse_mode": mean(curves["mode"]),
                     "dream_mse_copy": mean(curves["copy"])},

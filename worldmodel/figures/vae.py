@@ -14,28 +14,35 @@ import numpy as np
 import torch
 
 from worldmodel import figures, layout
-from worldmodel.episodes import load_episode
+from worldmodel.episodes import episode_files, load_episode
 from worldmodel.errors import StoreError
 from worldmodel.models import VAE, build_from_checkpoint, frames_to_tensor, to_uint8
 
 FILES = layout.VAE  # what this module draws and reads
 
 
-def make_figures(step_dir: Path, episodes_dir: Path, out_dir: Path, count: int = 8) -> list[Path]:
+def make_figures(step_dir: Path, episode_dirs: list[Path], out_dir: Path, count: int = 8
+                 ) -> list[Path]:
     """Draw reconstructions.png and losses.png from a vae result's stored files alone.
 
-    `step_dir` holds model.pt, split.json and metrics.jsonl; `episodes_dir` the collect step's
-    episodes. Frames come from the validation episodes (training ones if there are none),
-    spread evenly over them; the samples use a fixed seed, so the figures are reproducible.
+    `step_dir` holds model.pt, split.json and metrics.jsonl; `episode_dirs` the collect
+    results' episodes/ folders (every round's, after the first). Frames come from the
+    validation episodes (training ones if there are none), spread evenly over them; the
+    samples use a fixed seed, so the figures are reproducible.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     split = json.loads((step_dir / FILES.SPLIT).read_text())
     model = build_from_checkpoint(VAE, torch.load(step_dir / FILES.MODEL, weights_only=True))
     model.eval()
     names = (split["val"] or split["train"])[:count]
+    files = {p.name: p for p in episode_files(episode_dirs)}
+    missing = [name for name in names if name not in files]
+    if missing:
+        raise StoreError(f"vae: episodes {', '.join(missing)} are not in "
+                         f"{', '.join(map(str, episode_dirs))}")
     frames = []
     for name in names:
-        episode = load_episode(episodes_dir / name).frames[split["skip_frames"] :]
+        episode = load_episode(files[name]).frames[split["skip_frames"] :]
         picks = np.linspace(0, len(episode) - 1, min(math.ceil(count / len(names)), len(episode)))
         frames.extend(episode[picks.round().astype(int)])
     if not frames:

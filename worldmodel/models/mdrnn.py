@@ -37,8 +37,9 @@ class MDNOutput(NamedTuple):
     logit_pi: torch.Tensor  # (..., z_dim, K) unnormalised log mixture weights
     mu: torch.Tensor  # (..., z_dim, K) component means
     log_sigma: torch.Tensor  # (..., z_dim, K) component log standard deviations, bounded
-    reward: torch.Tensor  # (...) predicted reward r_{t+1}
-    done_logit: torch.Tensor  # (...) logit of the episode ending at t+1
+    reward: torch.Tensor  # (...) predicted reward r_{t+1}; with rewards="tiles" the logit of a
+    #                        new tile at t+1
+    done_logit: torch.Tensor  # (...) logit of the episode ending at t+1 (tiles: by an exit)
 
 
 class MDRNN(nn.Module):
@@ -57,8 +58,11 @@ class MDRNN(nn.Module):
         num_gaussians: int = 5,
         log_sigma_min: float = -5.0,
         log_sigma_max: float = 2.0,
+        rewards: str = "regress",
     ) -> None:
         super().__init__()
+        if rewards not in ("regress", "tiles"):
+            raise ValueError(f"rewards={rewards!r} is not one of regress, tiles")
         if not log_sigma_min < log_sigma_max:
             raise ValueError(
                 f"log_sigma_min ({log_sigma_min}) must be below log_sigma_max ({log_sigma_max})"
@@ -69,6 +73,9 @@ class MDRNN(nn.Module):
         self.num_gaussians = num_gaussians
         self.log_sigma_min = log_sigma_min
         self.log_sigma_max = log_sigma_max
+        self.rewards = rewards
+        """What the reward head predicts: the reward (regress), or the logit of a new tile
+        (tiles, with the done head then the logit of leaving the playfield): rewards.py."""
 
         self.lstm = nn.LSTM(z_dim + action_dim, hidden_size, batch_first=True)
         self.mixture_head = nn.Linear(hidden_size, 3 * z_dim * num_gaussians)
@@ -92,6 +99,7 @@ class MDRNN(nn.Module):
             "num_gaussians": self.num_gaussians,
             "log_sigma_min": self.log_sigma_min,
             "log_sigma_max": self.log_sigma_max,
+            "rewards": self.rewards,
         }
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> LSTMState:
@@ -180,17 +188,24 @@ def mdrnn_loss(
     done_weight: float = 1.0,
     done_pos_weight: float | None = None,
     mask: torch.Tensor | None = None,
+    rewards: str = "regress",
 ) -> dict[str, torch.Tensor]:
     """Training loss: nll + reward_weight * reward + done_weight * done.
 
     nll: `mdn_nll`, the per-dimension mixture NLL of z_next (..., z_dim).
-    reward: mean squared error of the predicted reward against r_next (...).
+    reward: mean squared error of the predicted reward against r_next (...); with
+        rewards="tiles", binary cross-entropy of the tile logit against r_next in {0, 1}
+        (worldmodel/rewards.py: tile_events).
     done: binary cross-entropy of done_logit against done_next (...) in {0, 1}. Episode ends are
         rare (one per episode), so done_pos_weight > 1 can up-weight the positive steps.
     All terms are means over batch and time; `mask` (...) excludes padded steps.
     """
     nll = mdn_nll(out, z_next, mask)
-    reward = _masked_mean((out.reward - r_next).pow(2), mask)
+    if rewards == "tiles":
+        reward = _masked_mean(F.binary_cross_entropy_with_logits(
+            out.reward, r_next.to(out.reward.dtype), reduction="none"), mask)
+    else:
+        reward = _masked_mean((out.reward - r_next).pow(2), mask)
     pos_weight = None
     if done_pos_weight is not None:
         pos_weight = torch.tensor(

@@ -73,6 +73,7 @@ from worldmodel.evolution import (
     FitnessFn,
     ScoreFn,
     SearchState,
+    continue_search,
     evolve,
     load_state,
     new_es,
@@ -193,13 +194,16 @@ def total_generations(params: ControllerParams) -> int:
 # --- fitness -----------------------------------------------------------------------------------
 
 
-def rollout_tracks(seed: int, generation: int, rollouts: int) -> list[int]:
-    """The tracks every candidate of `generation` drives (common random numbers)."""
-    return [seeding.train_track(seed, "controller", generation, r) for r in range(rollouts)]
+def rollout_tracks(seed: int, generation: int, rollouts: int, step: str = "controller"
+                   ) -> list[int]:
+    """The tracks every candidate of `generation` drives (common random numbers); each round's
+    controller row (`step`: controller, controller_r1, ...) drives its own."""
+    return [seeding.train_track(seed, step, generation, r) for r in range(rollouts)]
 
 
 def score_tracks(seed: int, episodes: int) -> list[int]:
-    """The scoring tracks: training-range, never driven by a generation, the same each time."""
+    """The scoring tracks: training-range, never driven by a generation, the same each time
+    and in every round, so scores compare across rounds too."""
     return [seeding.train_track(seed, "controller", "score", e) for e in range(episodes)]
 
 
@@ -226,7 +230,7 @@ def real_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles) 
     settings = DriveSettings(params.max_steps, params.z, params.early_stop_steps)
 
     def fitness(generation: int, candidates: np.ndarray) -> Evaluation:
-        tracks = rollout_tracks(ctx.seed, generation, params.rollouts)
+        tracks = rollout_tracks(ctx.seed, generation, params.rollouts, ctx.name)
         # The same z noise for every candidate too: it is part of the common random numbers.
         noise = [ctx.derive_seed("z", generation, r) for r in range(params.rollouts)]
         return drive_mean_returns(candidates, tracks, noise, files, settings,
@@ -258,16 +262,53 @@ def dream_horizon(params: ControllerParams, action_repeat: int) -> int:
 def make_dreamer(ctx: StepContext, params: ControllerParams, files: AgentFiles
                  ) -> dream.Dreamer:
     """M on the configured device, dreaming from the encode step's episodes."""
-    if "encode" not in ctx.inputs:
+    if not ctx.inputs_of("encode"):
         raise ConfigError("controller=dream starts dreams from encoded episodes: the "
                           "controller step needs encode among its inputs (pipeline.py)")
-    episodes = sorted((ctx.inputs["encode"].path / "latents").glob("ep_*.npz"))
+    encoded = ctx.input("encode").path
+    episodes = sorted((encoded / layout.ENCODE.LATENTS).glob("ep_*.npz"))
     if not episodes:
-        raise StoreError(f"controller: no encoded episodes in {ctx.inputs['encode'].path}")
+        raise StoreError(f"controller: no encoded episodes in {encoded}")
     mdrnn = load_model(MDRNN, files.mdrnn, "controller: the trained MDN-RNN")
+    problem = dream_problem(ctx.input("mdrnn").path / layout.MDRNN.EVALUATION, mdrnn.rewards)
+    if problem:
+        ctx.log.warning("the dream may not rank controllers: %s", problem)
     return dream.Dreamer(mdrnn, episodes, params.dream_start, float(params.temperature),
                          dream_horizon(params, ctx.config.env.action_repeat),
                          ctx.hardware.device)
+
+
+# Below these, M's held-out predictions cannot tell a good step from a bad one well enough for
+# the dream's returns to rank candidates (mdrnn's evaluation.json).
+MIN_REWARD_CORR, MIN_AUROC = 0.5, 0.75
+
+
+def dream_problem(evaluation_path: Path, rewards: str) -> str | None:
+    """What in M's held-out quality says the dream cannot rank candidates, or None."""
+    try:
+        quality = durable.read_json(evaluation_path)["summary"]
+    except (durable.DamagedFile, KeyError, TypeError):
+        return f"M's held-out quality ({evaluation_path.name}) is not readable"
+    problems = []
+    corr = quality.get("reward_corr")
+    if corr is None or corr < MIN_REWARD_CORR:
+        problems.append("its rewards do not vary" if corr is None else
+                        f"its rewards correlate with the real ones at r = {corr:.2f} (< "
+                        f"{MIN_REWARD_CORR})")
+    for name, what in (("tile_auroc", "new tiles"), ("done_auroc", "episode ends")):
+        if name not in quality:
+            continue
+        value = quality[name]
+        problems.append(f"no {what} to tell apart" if value is None else
+                        f"it tells {what} apart at AUROC {value:.2f} (< {MIN_AUROC})")
+        if value is not None and value >= MIN_AUROC:
+            problems.pop()
+    if not problems:
+        return None
+    levers = "more M epochs, or data with more driving (iterations > 1)"
+    if rewards != "tiles":
+        levers = "mdrnn.rewards=tiles, " + levers
+    return f"on held-out episodes {'; '.join(problems)}. What helps: {levers}"
 
 
 def pick_episodes(rng: np.random.Generator, available: int, count: int) -> list[int]:
@@ -404,11 +445,20 @@ def search_summary(state: SearchState, params: ControllerParams, size: dict[str,
     return summary
 
 
+def first_state(ctx: StepContext, n_params: int, params: ControllerParams) -> SearchState:
+    """Round 0 searches from x0 = 0 at sigma0; a later round continues the previous round's
+    search (its controller input): mean, step size and covariance."""
+    previous = ctx.inputs_of("controller")
+    if previous:
+        return continue_search(previous[-1].path, n_params, params.population, ctx.log)
+    return SearchState(es=new_es(n_params, params.population, params.sigma0))
+
+
 def run(ctx: StepContext) -> dict:
     cfg: ControllerStepConfig = ctx.config
     params = cfg.controller
-    files = AgentFiles(str(ctx.inputs["vae"].path / "model.pt"),
-                       str(ctx.inputs["mdrnn"].path / "model.pt"), cfg.env)
+    files = AgentFiles(str(ctx.input("vae").path / layout.VAE.MODEL),
+                       str(ctx.input("mdrnn").path / layout.MDRNN.MODEL), cfg.env)
     dreamer = make_dreamer(ctx, params, files) if dreams(params) else None
     fitness = make_fitness(ctx, params, files, dreamer)
     in_dream = params.mode == "dream"
@@ -424,7 +474,7 @@ def run(ctx: StepContext) -> dict:
         if state is None and stale:
             ctx.log.warning("%s cannot be remade without the search state %s: searching again",
                             ", ".join(stale), FILES.STATE)
-        state = state or SearchState(es=new_es(n_params, params.population, params.sigma0))
+        state = state or first_state(ctx, n_params, params)
         real = f"in the real game on {ctx.hardware.workers} workers"
         dreamt = f"in the dream on {ctx.hardware.device} (tau {params.temperature})"
         where = (f"{params.generations} generations {dreamt}, scored {real}" if in_dream else

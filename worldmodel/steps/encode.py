@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from worldmodel import durable, layout
 from worldmodel.config import at_least, require
-from worldmodel.episodes import episode_index, load_episode
+from worldmodel.episodes import episode_files, episode_index, load_episode
 from worldmodel.errors import StoreError
 from worldmodel.latents import (
     LATENT_DTYPE,
@@ -116,10 +116,12 @@ def run(ctx: StepContext) -> dict:
     cfg: EncodeConfig = ctx.config
     z_dim = cfg.vae["z_dim"]
     device = ctx.hardware.device
-    model = load_vae(ctx.inputs["vae"].path / layout.VAE.MODEL, z_dim, device)
-    episodes = sorted((ctx.inputs["collect"].path / layout.COLLECT.EPISODES).glob("ep_*.npz"))
+    model = load_vae(ctx.input("vae").path / layout.VAE.MODEL, z_dim, device)
+    # Every round's episodes so far (one collect input in round 0).
+    episode_dirs = [a.path / layout.COLLECT.EPISODES for a in ctx.inputs_of("collect")]
+    episodes = episode_files(episode_dirs)
     if not episodes:
-        raise StoreError(f"encode: no episodes in {ctx.inputs['collect'].path / 'episodes'}")
+        raise StoreError(f"encode: no episodes in {', '.join(map(str, episode_dirs))}")
     directory = ctx.dir / "latents"
     directory.mkdir(exist_ok=True)
     done = finished_latents(directory, z_dim, ctx.log)

@@ -235,9 +235,9 @@ def pick_videos(rows: list[dict]) -> dict[str, int]:
 def run(ctx: StepContext) -> dict:
     cfg: EvaluateConfig = ctx.config
     params = cfg.evaluate
-    files = AgentFiles(str(ctx.inputs["vae"].path / "model.pt"),
-                       str(ctx.inputs["mdrnn"].path / "model.pt"), cfg.env)
-    trained = ctx.inputs["controller"].path
+    files = AgentFiles(str(ctx.input("vae").path / layout.VAE.MODEL),
+                       str(ctx.input("mdrnn").path / layout.MDRNN.MODEL), cfg.env)
+    trained = ctx.input("controller").path
     info_path = trained / layout.CONTROLLER.SUMMARY
     if not info_path.is_file():
         raise StoreError(f"evaluate: {info_path} is missing; recompute the controller "

@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("worldmodel.figures")
 
 INPUTS = ("collect", "vae", "encode", "mdrnn", "controller", "evaluate")
+# With several rounds the step reads these of every round too (the last round's others):
+# collect for V's figures (its episodes span the rounds), the rest for rounds.png.
+ROUND_INPUTS = ("collect", "controller", "evaluate")
+Rounds = dict[str, list[Path]]
 FILES = layout.FIGURES
 SHOWN = (".png", ".pdf", ".svg", ".gif")  # what counts as a figure in an output folder
 # The order a reader meets them in (others follow, by name).
@@ -72,25 +76,29 @@ class FiguresStepConfig:
 # --- each step's figures, from its stored files ----------------------------------------------
 
 
-def draw_vae(dirs: dict[str, Path], out: Path, params: FiguresParams) -> None:
+def draw_vae(dirs: dict[str, Path], rounds: Rounds, out: Path, params: FiguresParams) -> None:
     from worldmodel.figures import vae  # imports torch: only when drawn
 
-    vae.make_figures(dirs["vae"], dirs["collect"] / layout.COLLECT.EPISODES, out)
+    collects = rounds.get("collect") or [dirs["collect"]]  # V trained on every round's
+    vae.make_figures(dirs["vae"], [d / layout.COLLECT.EPISODES for d in collects], out)
 
 
-def draw_mdrnn(dirs: dict[str, Path], out: Path, params: FiguresParams) -> None:
+def draw_mdrnn(dirs: dict[str, Path], rounds: Rounds, out: Path, params: FiguresParams
+               ) -> None:
     from worldmodel.figures import mdrnn
 
     mdrnn.make_figures(dirs["mdrnn"], dirs["encode"], dirs["vae"], out)
 
 
-def draw_controller(dirs: dict[str, Path], out: Path, params: FiguresParams) -> None:
+def draw_controller(dirs: dict[str, Path], rounds: Rounds, out: Path, params: FiguresParams
+                    ) -> None:
     from worldmodel.figures import controller
 
     controller.make_figure(dirs["controller"], out)
 
 
-def draw_evaluate(dirs: dict[str, Path], out: Path, params: FiguresParams) -> None:
+def draw_evaluate(dirs: dict[str, Path], rounds: Rounds, out: Path, params: FiguresParams
+                  ) -> None:
     from worldmodel.figures import evaluate
 
     results = json.loads((dirs["evaluate"] / layout.EVALUATE.RESULTS).read_text())
@@ -111,12 +119,25 @@ def draw_evaluate(dirs: dict[str, Path], out: Path, params: FiguresParams) -> No
     )
 
 
+def draw_rounds(dirs: dict[str, Path], rounds: Rounds, out: Path, params: FiguresParams
+                ) -> None:
+    from worldmodel.figures import evaluate
+
+    if len(rounds.get("evaluate", [])) < 2:
+        return  # one round: nothing to compare
+    out.mkdir(parents=True, exist_ok=True)
+    rows = evaluate.round_scores(rounds["controller"], rounds["evaluate"])
+    evaluate.rounds_figure(rows, out / FILES.ROUNDS)
+    durable.write_json(out / "rounds.json", rows)
+
+
 # Which inputs each group needs; a group whose inputs are not all there is skipped.
 DRAWERS: dict[str, tuple[tuple[str, ...], Callable]] = {
     "vae": (("vae", "collect"), draw_vae),
     "mdrnn": (("mdrnn", "encode", "vae"), draw_mdrnn),
     "controller": (("controller",), draw_controller),
     "evaluate": (("evaluate",), draw_evaluate),
+    "rounds": (("controller", "evaluate"), draw_rounds),
 }
 
 
@@ -166,32 +187,36 @@ def mp4_frames(path: Path) -> tuple[dict, Iterator[bytes]]:
     return next(stream), stream
 
 
-def draw_all(dirs: dict[str, Path], out_dir: Path, params: FiguresParams | None = None
-             ) -> dict[str, dict]:
-    """Draw every figure the results in `dirs` ({step: stored directory}) allow, into
-    out_dir/<step>/; returns {step: {"figures": [paths relative to out_dir]} or {"skipped":
-    why}}, also written to out_dir/figures.json.
+def draw_all(dirs: dict[str, Path], out_dir: Path, params: FiguresParams | None = None,
+             rounds: Rounds | None = None) -> dict[str, dict]:
+    """Draw every figure the results in `dirs` ({step: stored directory}, the last round's)
+    allow, into out_dir/<step>/; returns {step: {"figures": [paths relative to out_dir]} or
+    {"skipped": why}}, also written to out_dir/figures.json. `rounds` ({step: every round's
+    directory}) adds rounds/rounds.png when a run has several rounds.
 
     A group whose results are missing or unreadable is skipped with a warning, so a partial
     run (say steps=[vae]) still gets the figures it can have.
     """
     params = params or FiguresParams()
+    rounds = rounds or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, dict] = {}
     with figures.style(params.format):
         for name, (needs, draw) in DRAWERS.items():
             missing = [n for n in needs if n not in dirs]
             if missing:
-                if name in dirs:
+                if name in dirs and name in INPUTS:
                     drawn[name] = {"skipped": f"needs the stored {', '.join(missing)}"}
                 continue
             out = out_dir / name
             try:
-                draw(dirs, out, params)
+                draw(dirs, rounds, out, params)
             except (WorldModelError, OSError, KeyError, ValueError) as exc:
                 log.warning("figures: %s skipped: %s", name, exc)
                 drawn[name] = {"skipped": f"{type(exc).__name__}: {exc}"}
                 continue
+            if not out.is_dir():
+                continue  # nothing to draw (rounds, in a run of one round)
             files = sorted((p for p in out.iterdir() if p.suffix.lower() in SHOWN),
                            key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER),
                                           p.suffix == ".gif", p.name))
@@ -203,6 +228,15 @@ def draw_all(dirs: dict[str, Path], out_dir: Path, params: FiguresParams | None 
 # --- a finished run, from its summary.json (scripts/make_figures.py) ---------------------------
 
 
+def by_kind(found: list[tuple[str, Path]]) -> tuple[dict[str, Path], Rounds]:
+    """({kind: the last round's directory}, {kind: every round's, in order}) from (kind, path)
+    pairs listed in round order."""
+    rounds: Rounds = {}
+    for kind, path in found:
+        rounds.setdefault(kind, []).append(path)
+    return {kind: paths[-1] for kind, paths in rounds.items()}, rounds
+
+
 def regenerate(run_dir: Path, out_dir: Path | None = None, fmt: str = "png",
                filmstrip_frames: int = 8) -> Path:
     """Redraw a run's figures from the results its summary.json points at; write its report.
@@ -212,14 +246,15 @@ def regenerate(run_dir: Path, out_dir: Path | None = None, fmt: str = "png",
     """
     run_dir = Path(run_dir)
     summary = report.read_summary(run_dir)
-    dirs = {name: Path(entry["path"]) for name, entry in summary.items()
-            if name in INPUTS and isinstance(entry, dict) and entry.get("path")}
-    gone = [f"{n} ({p})" for n, p in dirs.items() if not p.is_dir()]
+    stored = {name: Path(entry["path"]) for name, entry in summary.items()
+              if isinstance(entry, dict) and entry.get("path") and layout.step_kind(name) in INPUTS}
+    gone = [f"{n} ({p})" for n, p in stored.items() if not p.is_dir()]
     if gone:
         raise StoreError(f"stored results of this run are gone: {', '.join(gone)}")
+    dirs, rounds = by_kind([(layout.step_kind(name), path) for name, path in stored.items()])
     out_dir = Path(out_dir) if out_dir else run_dir / "figures"
     drawn = draw_all(dirs, out_dir, FiguresParams(format=figures.check_format(fmt),
-                                                  filmstrip_frames=filmstrip_frames))
+                                                  filmstrip_frames=filmstrip_frames), rounds)
     return report.write_report(run_dir / FILES.REPORT, summary, out_dir, drawn)
 
 
@@ -228,8 +263,9 @@ def regenerate(run_dir: Path, out_dir: Path | None = None, fmt: str = "png",
 
 def run(ctx: StepContext) -> dict:
     params: FiguresParams = ctx.config.figures
-    dirs = {name: artifact.path for name, artifact in ctx.inputs.items()}
-    drawn = draw_all(dirs, ctx.dir, params)
+    dirs, rounds = by_kind([(ctx.kinds.get(name, name), artifact.path)
+                            for name, artifact in ctx.inputs.items()])
+    drawn = draw_all(dirs, ctx.dir, params, rounds)
     # The run directory is not known here (and a reused result serves many runs): this
     # report is built from the inputs' manifests; the runner's report adds the run's timings.
     summary = report.summary_from_manifests(

@@ -41,14 +41,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodel import durable, figures, layout
-from worldmodel.config import at_least, require
+from worldmodel import durable, figures, layout, rewards
+from worldmodel.config import at_least, one_of, require
 from worldmodel.errors import StoreError
 from worldmodel.figures import mdrnn as mdrnn_figures
 from worldmodel.latents import DamagedLatents, latent_steps, load_latents
 from worldmodel.models import (
     MDRNN,
     MDNOutput,
+    build_from_checkpoint,
     checkpoint,
     mdrnn_loss,
     sample,
@@ -99,6 +100,13 @@ class MDRNNParams:
     """Weight of the done cross-entropy in the loss."""
     done_pos_weight: float | None = None
     """Up-weights the rare steps where an episode ends (BCE pos_weight); null: 1."""
+    rewards: str = "regress"
+    """What the reward and done heads learn (worldmodel/rewards.py): regress (the reward by
+    squared error, done = the episode terminated) | tiles (P(new tile) and P(leaving the
+    playfield), both by cross-entropy: what a dream needs)."""
+    z: str = "sample"
+    """What M reads and predicts of V's posterior: sample (z ~ q(z|x) afresh each time, as the
+    original) | mean (its mean: the z C sees on the real track, controller.z=mean)."""
     val_fraction: float = 0.05
     """Fraction of the episodes (whole episodes) held out for validation and the figures."""
     dream_start: int = 50
@@ -137,6 +145,8 @@ class LatentSet:
     actions: np.ndarray  # (rows, 3) float32
     rewards: np.ndarray  # (rows,) float32
     done: np.ndarray  # (rows,) float32, 1.0 at the last transition of a terminated episode
+    exits: np.ndarray  # (rows,) float32, 1.0 at the last transition of an episode that left
+    #                    the playfield (rewards.exits)
     offsets: np.ndarray  # (episodes,) int64
     steps: np.ndarray  # (episodes,) int64, transitions per episode
 
@@ -155,7 +165,8 @@ def read_latents(paths: list[Path], log=None) -> LatentSet:
         names=[p.name for p in paths],
         mu=np.zeros((rows, z_dim), np.float16), logvar=np.zeros((rows, z_dim), np.float16),
         actions=np.zeros((rows, 3), np.float32), rewards=np.zeros(rows, np.float32),
-        done=np.zeros(rows, np.float32), offsets=offsets, steps=steps,
+        done=np.zeros(rows, np.float32), exits=np.zeros(rows, np.float32), offsets=offsets,
+        steps=steps,
     )
     for i, path in enumerate(tqdm(paths, desc="mdrnn: reading latents", unit="ep",
                                   disable=len(paths) < 20)):
@@ -169,9 +180,10 @@ def read_latents(paths: list[Path], log=None) -> LatentSet:
         data.rewards[first : first + e.steps] = e.rewards
         if e.terminated and e.steps:
             data.done[first + e.steps - 1] = 1.0
+        data.exits[first : first + e.steps] = rewards.exits(e.rewards, e.terminated)
     if log:
         size = sum(a.nbytes for a in (data.mu, data.logvar, data.actions, data.rewards,
-                                      data.done))
+                                      data.done, data.exits))
         log.info("holding %d episodes, %d transitions in memory (%.2f GB)", len(paths),
                  int(steps.sum()), size / 1e9)
     return data
@@ -211,12 +223,15 @@ class Batch(NamedTuple):
     mu: torch.Tensor  # (B, L+1, z_dim) frames t = 0..L of each window
     logvar: torch.Tensor  # (B, L+1, z_dim)
     actions: torch.Tensor  # (B, L, 3) a_t
-    rewards: torch.Tensor  # (B, L) r_{t+1}
-    done: torch.Tensor  # (B, L) 1.0 where the episode ends at t+1
+    rewards: torch.Tensor  # (B, L) r_{t+1}; with rewards="tiles" 1.0 where t+1 is a new tile
+    done: torch.Tensor  # (B, L) 1.0 where the episode ends at t+1 (tiles: by an exit)
     mask: torch.Tensor  # (B, L) False on padding
 
 
-def make_batch(data: LatentSet, windows: np.ndarray, device: torch.device) -> Batch:
+def make_batch(data: LatentSet, windows: np.ndarray, device: torch.device,
+               mode: str = "regress") -> Batch:
+    """The windows' rows as tensors; `mode` (mdrnn.rewards) picks the reward and done
+    targets."""
     episode, start, length = windows.T
     k = np.arange(length.max() + 1)
     # A window shorter than the batch's longest repeats its last frame; the mask hides it.
@@ -227,10 +242,12 @@ def make_batch(data: LatentSet, windows: np.ndarray, device: torch.device) -> Ba
         # float16 travels to the device at half the bytes, then becomes float32 there.
         return torch.from_numpy(array).to(device).float()
 
+    tiles = mode == "tiles"
+    reward = rewards.tile_events(data.rewards[steps]) if tiles else data.rewards[steps]
     return Batch(
         mu=tensor(data.mu[rows]), logvar=tensor(data.logvar[rows]),
-        actions=tensor(data.actions[steps]), rewards=tensor(data.rewards[steps]),
-        done=tensor(data.done[steps]),
+        actions=tensor(data.actions[steps]), rewards=tensor(reward),
+        done=tensor((data.exits if tiles else data.done)[steps]),
         mask=torch.from_numpy(k[None, :-1] < length[:, None]).to(device),
     )
 
@@ -241,6 +258,8 @@ def make_batch(data: LatentSet, windows: np.ndarray, device: torch.device) -> Ba
 def check_params(params: MDRNNParams) -> None:
     problems = at_least("mdrnn", params, ("hidden_size", "num_gaussians", "batch_size",
                                           "seq_len", "epochs", "dream_steps"))
+    problems += one_of("mdrnn.rewards", params.rewards, rewards.MODES)
+    problems += one_of("mdrnn.z", params.z, ("sample", "mean"))
     if params.sequences_per_episode is not None and params.sequences_per_episode < 1:
         problems.append(f"mdrnn.sequences_per_episode={params.sequences_per_episode} must be "
                         ">= 1 (or null)")
@@ -259,16 +278,16 @@ def new_model(params: MDRNNParams, z_dim: int, seed: int) -> MDRNN:
     with torch.random.fork_rng(devices=[]):  # leaves the caller's global torch RNG untouched
         torch.manual_seed(seed)
         return MDRNN(z_dim=z_dim, hidden_size=params.hidden_size,
-                     num_gaussians=params.num_gaussians)
+                     num_gaussians=params.num_gaussians, rewards=params.rewards)
 
 
 def batch_losses(model: MDRNN, batch: Batch, params: MDRNNParams,
                  generator: torch.Generator) -> tuple[dict[str, torch.Tensor], MDNOutput]:
     # One z sequence per window: z_{t+1} is both step t's target and step t+1's input.
-    z = sample_latent(batch.mu, batch.logvar, generator)
+    z = batch.mu if params.z == "mean" else sample_latent(batch.mu, batch.logvar, generator)
     out, _ = model(z[:, :-1], batch.actions)
     losses = mdrnn_loss(out, z[:, 1:], batch.rewards, batch.done, params.reward_weight,
-                        params.done_weight, params.done_pos_weight, batch.mask)
+                        params.done_weight, params.done_pos_weight, batch.mask, params.rewards)
     return losses, out
 
 
@@ -302,7 +321,8 @@ def train_epoch(model: MDRNN, optimizer: torch.optim.Optimizer, data: LatentSet,
                desc=f"mdrnn epoch {epoch}/{params.epochs}")
     with bar:
         for number, first in enumerate(range(0, len(windows), params.batch_size), start=1):
-            batch = make_batch(data, windows[first : first + params.batch_size], device)
+            batch = make_batch(data, windows[first : first + params.batch_size], device,
+                               params.rewards)
             losses, _ = batch_losses(model, batch, params, generator)
             values = {name: losses[name].item() for name in LOGGED}
             check_finite(values["loss"], "loss", epoch, number, ctx, params)
@@ -335,7 +355,8 @@ def evaluate(model: MDRNN, data: LatentSet, ids: list[int], params: MDRNNParams,
     model.eval()
     windows = tiled_windows(data.steps, ids, params.seq_len)
     for first in range(0, len(windows), params.batch_size):
-        batch = make_batch(data, windows[first : first + params.batch_size], device)
+        batch = make_batch(data, windows[first : first + params.batch_size], device,
+                           params.rewards)
         losses, out = batch_losses(model, batch, params, generator)
         count = int(batch.mask.sum())
         mask = batch.mask.float()
@@ -352,13 +373,33 @@ def evaluate(model: MDRNN, data: LatentSet, ids: list[int], params: MDRNNParams,
     return {f"val_{name}": value / steps for name, value in sums.items()}
 
 
+def warm_start(ctx: StepContext, params: MDRNNParams, z_dim: int) -> dict | None:
+    """The weights of the previous round's M (rounds k >= 1 read it as their mdrnn input), or
+    None in round 0: M then starts from its seeded initialisation."""
+    previous = ctx.inputs_of("mdrnn")
+    if not previous:
+        return None
+    path = previous[-1].path / FILES.MODEL
+    expect = {"z_dim": z_dim, "hidden_size": params.hidden_size,
+              "num_gaussians": params.num_gaussians, "rewards": params.rewards}
+    model = build_from_checkpoint(MDRNN, torch.load(path, map_location="cpu", weights_only=True),
+                                  expect=expect)
+    ctx.log.info("starting from the previous round's M (%s)", path)
+    return model.state_dict()
+
+
 def fit(ctx: StepContext, params: MDRNNParams, data: LatentSet, train: list[int],
         val: list[int]) -> MDRNN:
     """Train M for params.epochs, continuing from checkpoint.pt when a killed run left one."""
     device = ctx.hardware.device
 
+    start = warm_start(ctx, params, data.z_dim)
+
     def make() -> tuple[MDRNN, torch.optim.Optimizer]:
-        model = new_model(params, data.z_dim, ctx.derive_seed("init")).to(device)
+        model = new_model(params, data.z_dim, ctx.derive_seed("init"))
+        if start is not None:
+            model.load_state_dict(start)
+        model = model.to(device)
         return model, torch.optim.Adam(model.parameters(), lr=params.learning_rate)
 
     model, optimizer, done, rows = resume(ctx.dir, CHECKPOINT, make, device, ctx.log)
@@ -387,7 +428,7 @@ def fit(ctx: StepContext, params: MDRNNParams, data: LatentSet, train: list[int]
 
 def run(ctx: StepContext) -> dict:
     params: MDRNNParams = ctx.config.mdrnn
-    encode_dir, vae_dir = ctx.inputs["encode"].path, ctx.inputs["vae"].path
+    encode_dir, vae_dir = ctx.input("encode").path, ctx.input("vae").path
     paths = sorted((encode_dir / "latents").glob("ep_*.npz"))
     if not paths:
         raise StoreError(f"mdrnn: no latent files in {encode_dir / 'latents'}")

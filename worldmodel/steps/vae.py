@@ -39,10 +39,10 @@ from tqdm import tqdm
 
 from worldmodel import durable, figures, layout
 from worldmodel.config import at_least, require
-from worldmodel.episodes import DamagedEpisode, episode_steps, load_episode
+from worldmodel.episodes import DamagedEpisode, episode_files, episode_steps, load_episode
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.figures import vae as vae_figures
-from worldmodel.models import VAE, checkpoint, frames_to_tensor, vae_loss
+from worldmodel.models import VAE, build_from_checkpoint, checkpoint, frames_to_tensor, vae_loss
 from worldmodel.models.vae import sample_latent
 from worldmodel.training import (
     TrainingDiverged,
@@ -286,14 +286,31 @@ def train_epoch(
 # --- the step ----------------------------------------------------------------------------------
 
 
+def warm_start(ctx: StepContext, params: VAEParams) -> dict | None:
+    """The weights of the previous round's V (rounds k >= 1 read it as their vae input), or
+    None in round 0: V then starts from its seeded initialisation."""
+    previous = ctx.inputs_of("vae")
+    if not previous:
+        return None
+    path = previous[-1].path / FILES.MODEL
+    model = build_from_checkpoint(VAE, torch.load(path, map_location="cpu", weights_only=True),
+                                  expect={"z_dim": params.z_dim})
+    ctx.log.info("starting from the previous round's V (%s)", path)
+    return model.state_dict()
+
+
 def fit(ctx: StepContext, params: VAEParams, source: FrameSource, train: list[int],
         val: list[int]) -> VAE:
     """Train V for params.epochs, continuing from checkpoint.pt when a killed run left one."""
     device = ctx.hardware.device
 
+    start = warm_start(ctx, params)
+
     def make() -> tuple[VAE, torch.optim.Optimizer]:
-        model = new_model(params, ctx.derive_seed("init")).to(device,
-                                                              memory_format=torch.channels_last)
+        model = new_model(params, ctx.derive_seed("init"))
+        if start is not None:
+            model.load_state_dict(start)
+        model = model.to(device, memory_format=torch.channels_last)
         return model, torch.optim.Adam(model.parameters(), lr=params.learning_rate)
 
     model, optimizer, done, rows = resume(ctx.dir, CHECKPOINT, make, device, ctx.log)
@@ -318,10 +335,11 @@ def fit(ctx: StepContext, params: VAEParams, source: FrameSource, train: list[in
 
 def run(ctx: StepContext) -> dict:
     params: VAEParams = ctx.config.vae
-    episodes_dir = ctx.inputs["collect"].path / layout.COLLECT.EPISODES
-    paths = sorted(episodes_dir.glob("ep_*.npz"))
+    # Every round's episodes so far (one collect input in round 0).
+    episode_dirs = [a.path / layout.COLLECT.EPISODES for a in ctx.inputs_of("collect")]
+    paths = episode_files(episode_dirs)
     if not paths:
-        raise StoreError(f"vae: no episodes in {episodes_dir}")
+        raise StoreError(f"vae: no episodes in {', '.join(map(str, episode_dirs))}")
     counts = [selected_count(episode_steps(p) + 1, params.skip_frames, params.frame_stride)
               for p in paths]
     train, val = split_episodes(len(paths), params.val_fraction, ctx.rng("split"))
@@ -350,7 +368,7 @@ def run(ctx: StepContext) -> dict:
         save_atomic(checkpoint(cpu_copy(model)), ctx.dir / FILES.MODEL)
     # The optimizer state only served to resume; the result is model.pt (a third the size).
     (ctx.dir / CHECKPOINT).unlink(missing_ok=True)
-    vae_figures.make_figures(ctx.dir, episodes_dir, ctx.dir)
+    vae_figures.make_figures(ctx.dir, episode_dirs, ctx.dir)
 
     last = figures.read_metrics(ctx.dir / layout.METRICS)[-1]
     result = {name.removeprefix("vae/"): value for name, value in last.items()
