@@ -142,3 +142,62 @@ def test_the_temperature_figure_reads_a_sweeps_summaries(tmp_path):
             for r in dream.sweep_scores(tmp_path)] == [(1.0, 50.0, 10.0), (1.3, 20.0, 15.0)]
     path = dream.temperature_figure(tmp_path, tmp_path / "temperature.png")
     assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- M with rewards "tiles" (worldmodel/rewards.py) --------------------------------------------
+
+
+def test_rewards_are_taken_apart_into_tiles_exits_and_a_scale():
+    from worldmodel import rewards
+
+    steps = np.array([-0.2, 3.1, -0.2, 3.1, -0.2, -100.2], np.float32)
+    assert rewards.tile_events(steps).tolist() == [0, 1, 0, 1, 0, 0]
+    assert rewards.exits(steps, terminated=True).tolist() == [0, 0, 0, 0, 0, 1]
+    # An episode that finished its lap or was cut has no exit.
+    assert not rewards.exits(np.array([-0.2, 3.1], np.float32), terminated=True).any()
+    assert not rewards.exits(steps, terminated=False).any()
+    scale = rewards.measure_scale([steps])
+    assert scale == pytest.approx((-0.2, 3.1))
+    assert scale.expected(0.5) == pytest.approx(1.45)
+    assert rewards.measure_scale([]) == pytest.approx((-0.2, 1000 / 300 - 0.2))
+
+
+def test_a_tiles_dream_pays_the_expected_tile_and_the_exit_on_its_end():
+    from worldmodel.rewards import EXIT_REWARD, RewardScale
+
+    torch.manual_seed(0)
+    mdrnn = MDRNN(z_dim=Z, hidden_size=HIDDEN, rewards="tiles").eval()
+    with torch.no_grad():
+        mdrnn.reward_head.weight.zero_()
+        mdrnn.reward_head.bias.fill_(0.0)  # P(tile) = 0.5 at every step
+        mdrnn.done_head.weight.zero_()
+        mdrnn.done_head.bias.fill_(-30.0)  # never ends ...
+    scale = RewardScale(step=-0.2, tile=3.0)
+    params = controllers(2)
+    kept = dream.dream_rollouts(mdrnn, params, starts(mdrnn), torch.tensor([0, 1]), [1, 2],
+                                1.0, 10, scale=scale)
+    assert kept.steps.tolist() == [10, 10]
+    assert kept.returns == pytest.approx([10 * 1.4] * 2)
+    with torch.no_grad():
+        mdrnn.done_head.bias.fill_(30.0)  # ... or ends on the first step, by an exit
+    ended = dream.dream_rollouts(mdrnn, params, starts(mdrnn), torch.tensor([0, 1]), [1, 2],
+                                 1.0, 10, scale=scale)
+    assert ended.steps.tolist() == [1, 1]
+    assert ended.returns == pytest.approx([1.4 + EXIT_REWARD] * 2)
+
+
+def test_the_dream_warns_when_m_cannot_rank_controllers(tmp_path):
+    from worldmodel.steps.controller import dream_problem
+
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps({"summary": {"reward_corr": 0.1, "tile_auroc": 0.55,
+                                            "done_auroc": None}}))
+    problem = dream_problem(path, "tiles")
+    assert "r = 0.10" in problem and "AUROC 0.55" in problem and "no episode ends" in problem
+    assert "mdrnn.rewards=tiles" not in problem
+    path.write_text(json.dumps({"summary": {"reward_corr": 0.1}}))
+    assert "mdrnn.rewards=tiles" in dream_problem(path, "regress")
+    path.write_text(json.dumps({"summary": {"reward_corr": 0.8, "tile_auroc": 0.9,
+                                            "done_auroc": 0.95}}))
+    assert dream_problem(path, "tiles") is None
+    assert "not readable" in dream_problem(tmp_path / "missing.json", "tiles")

@@ -129,13 +129,14 @@ def kill_inside(step: str, args: list[str], root: Path, after_s: float) -> None:
 
 
 def kill_and_resume(tmp_path: Path, reference: Path, step: str, extra: tuple[str, ...],
-                    rng: random.Random) -> None:
+                    rng: random.Random, iterations: int = 1) -> None:
     """Copy the reference store without `step`, kill a run inside `step`, run again,
     compare the resumed result with the reference."""
     root = tmp_path / step
     shutil.copytree(reference / "store", root / "store")
-    args = outputs_args(root, *extra, f"steps=[{step}]")
-    key = make_runner(pipeline.STEPS, compose_config(args), root).keys()[step][0]
+    args = outputs_args(root, *extra, f"iterations={iterations}", f"steps=[{step}]")
+    table = pipeline.table(iterations)
+    key = make_runner(table, compose_config(args), root).keys()[step][0]
     wanted = reference / "store" / step / key
     shutil.rmtree(root / "store" / step / key)
     seconds = json.loads((wanted / MANIFEST).read_text())["seconds"]

@@ -214,6 +214,26 @@ def test_teacher_forcing_targets_are_aligned():
     np.testing.assert_array_equal(batch.done[1, :3], [0, 0, 1])  # ends after its last step
 
 
+def test_tiles_targets_are_new_tiles_and_exits():
+    # Episode 0 leaves the playfield on its last step; episode 1 finishes its lap.
+    rewards = ([-0.2, 3.1, -0.2, -100.2], [3.1, -0.2, 3.1])
+    episodes = [Latents(mu=np.zeros((len(r) + 1, 2), np.float16),
+                        logvar=np.zeros((len(r) + 1, 2), np.float16),
+                        actions=np.zeros((len(r), 3), np.float32),
+                        rewards=np.array(r, np.float32), terminated=True, truncated=False)
+                for r in rewards]
+    data = stub_set(episodes)
+    windows = np.array([[0, 0, 4], [1, 0, 3]])
+    regress = mdrnn_step.make_batch(data, windows, torch.device("cpu"))
+    tiles = mdrnn_step.make_batch(data, windows, torch.device("cpu"), "tiles")
+    np.testing.assert_allclose(regress.rewards[0], [-0.2, 3.1, -0.2, -100.2], rtol=1e-6)
+    np.testing.assert_array_equal(regress.done[1, :3], [0, 0, 1])  # any end
+    np.testing.assert_array_equal(tiles.rewards[0], [0, 1, 0, 0])
+    np.testing.assert_array_equal(tiles.rewards[1, :3], [1, 0, 1])
+    np.testing.assert_array_equal(tiles.done[0], [0, 0, 0, 1])  # the exit
+    np.testing.assert_array_equal(tiles.done[1, :3], [0, 0, 0])  # a finished lap is no exit
+
+
 def stub_set(episodes: list[Latents]) -> mdrnn_step.LatentSet:
     import tempfile
 

@@ -419,3 +419,20 @@ def test_act_batch_equals_each_controller_alone() -> None:
 def test_act_batch_rejects_wrong_parameter_count() -> None:
     with pytest.raises(ValueError, match="need 867 parameters"):
         act_batch(torch.zeros(2, 866), torch.zeros(2, 1, 288))
+
+
+def test_the_tiles_loss_is_a_cross_entropy_on_tile_events():
+    from torch.nn import functional as F
+
+    from worldmodel.models.mdrnn import MDRNN, mdrnn_loss
+
+    torch.manual_seed(0)
+    model = MDRNN(z_dim=4, hidden_size=8, rewards="tiles")
+    out, _ = model(torch.randn(2, 5, 4), torch.rand(2, 5, 3))
+    tiles = (torch.rand(2, 5) > 0.7).float()
+    losses = mdrnn_loss(out, torch.randn(2, 5, 4), tiles, torch.zeros(2, 5), rewards="tiles")
+    assert losses["reward"].item() == pytest.approx(
+        F.binary_cross_entropy_with_logits(out.reward, tiles).item())
+    assert model.config()["rewards"] == "tiles"
+    with pytest.raises(ValueError, match="regress, tiles"):
+        MDRNN(rewards="mse")

@@ -127,6 +127,7 @@ TRAPS = {
 }
 
 
+@pytest.mark.slow  # about 65 s: the default suite keeps to its 10-minute budget
 def test_files_that_used_to_trap_a_repair_are_remade(tmp_path, finished, caplog):
     rerun_after_damage(tmp_path, finished, TRAPS, "cut", caplog)
 

@@ -139,7 +139,7 @@ def test_figures_are_redrawn_from_stored_files_alone(trained, tmp_path):
 
     path = Path(trained["vae"]["path"])
     episodes = Path(trained["collect"]["path"]) / "episodes"
-    made = vae_figures.make_figures(path, episodes, tmp_path)
+    made = vae_figures.make_figures(path, [episodes], tmp_path)
     assert [p.name for p in made] == ["reconstructions.png", "losses.png"]
     for figure in made:
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
