@@ -276,7 +276,8 @@ def bench_mdrnn(s: dict) -> dict:
         logvar=np.full((rows, Z_DIM), -4, np.float16),
         actions=rng.uniform(-1, 1, (rows, 3)).astype(np.float32),
         rewards=rng.standard_normal(rows).astype(np.float32), done=np.zeros(rows, np.float32),
-        exits=np.zeros(rows, np.float32), offsets=np.arange(batch_size, dtype=np.int64) * (seq_len + 1),
+        exits=np.zeros(rows, np.float32),
+        offsets=np.arange(batch_size, dtype=np.int64) * (seq_len + 1),
         steps=np.full(batch_size, seq_len, dtype=np.int64),
     )
     windows = np.stack([np.arange(batch_size), np.zeros(batch_size), data.steps], axis=1)
