@@ -14,8 +14,16 @@ reuses the default's V and M. That is why each row reports two times:
 
 A row's setting is its command-line overrides minus `paths.*`. Its score is the evaluate
 step's mean ± std (population std) over its episodes, with the fraction of episodes >= 900.
-Runs without an evaluation (failed, interrupted) are listed as such. Prints markdown, or CSV
-with --csv.
+Runs without an evaluation (failed, interrupted) are listed as such. A run of several rounds
+(iterations > 1) is scored by its last round, and its time to agent is that of every round.
+Prints markdown, or CSV with --csv.
+
+    python scripts/ablation_table.py --rounds outputs/ablate/runs/<time>
+
+prints instead, per round of each run: its compute time, the real CarRacing frames it drove
+for each use (collecting data, the search's fitness, scoring the kept-controller candidates,
+the evaluation), the evaluation's score, the kept controller's score and, in dream mode, the
+last dream score; read from the stored results themselves.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from worldmodel import layout
 
 # The steps whose results make up the agent and its evaluation (pipeline order).
 AGENT_STEPS = ("collect", "vae", "encode", "mdrnn", "controller", "evaluate", "figures")
@@ -58,10 +68,15 @@ def read_row(run_dir: Path) -> Row:
     setting = " ".join(str(o) for o in overrides or [] if not str(o).startswith("paths.")
                        ) or "default"
     run = summary.get("run", {})
-    steps = {name: summary[name]["compute_seconds"] / 60 for name in AGENT_STEPS
-             if isinstance(summary.get(name), dict)
-             and summary[name].get("compute_seconds") is not None}
-    evaluation = summary.get("evaluate", {})
+    steps: dict[str, float] = {}
+    for name, entry in summary.items():  # every round's rows add to their step's time
+        kind = layout.step_kind(name)
+        if kind in AGENT_STEPS and isinstance(entry, dict) and entry.get("compute_seconds"
+                                                                         ) is not None:
+            steps[kind] = steps.get(kind, 0.0) + entry["compute_seconds"] / 60
+    evaluations = [entry for name, entry in summary.items()
+                   if layout.step_kind(name) == "evaluate" and isinstance(entry, dict)]
+    evaluation = evaluations[-1] if evaluations else {}
     complete = all(name in steps for name in AGENT_STEPS)
     return Row(
         run=run_dir, setting=setting, status=str(run.get("status")),
@@ -103,11 +118,72 @@ def write_csv(rows: list[Row]) -> None:
                          row.mean, row.std, row.fraction_900, row.status, row.run])
 
 
+def round_of(name: str) -> int:
+    _, _, k = name.rpartition("_r")
+    return int(k) if layout.step_kind(name) != name else 0
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def round_rows(run_dir: Path) -> list[dict]:
+    """Per round of a run: minutes, real frames per use, and scores (see the docstring)."""
+    summary = read_json(run_dir / "summary.json")
+    rounds: dict[int, dict] = {}
+    for name, entry in summary.items():
+        if name == "run" or not isinstance(entry, dict) or not entry.get("path"):
+            continue
+        kind, k, path = layout.step_kind(name), round_of(name), Path(entry["path"])
+        row = rounds.setdefault(k, {"round": k, "minutes": 0.0})
+        if kind == "figures":
+            continue
+        row["minutes"] += (entry.get("compute_seconds") or 0.0) / 60
+        if kind == "collect":
+            dataset = read_json(path / layout.COLLECT.DATASET)
+            repeat = read_json(path / "manifest.json")["config"]["env"]["action_repeat"]
+            row["collect_frames"] = dataset.get("env_frames", round(
+                dataset["episodes"] * dataset["mean_steps"] * repeat))
+        elif kind == "controller":
+            info = read_json(path / layout.CONTROLLER.SUMMARY)
+            metrics = [json.loads(line) for line in
+                       (path / layout.METRICS).read_text().splitlines() if line.strip()]
+            row["search_frames"] = sum(m["controller/env_steps"] for m in metrics)
+            row["score_frames"] = sum(m.get("controller/score_env_steps", 0) for m in metrics)
+            row["kept_score"] = info["best_score"]
+            row["dream_score"] = info.get("final_dream_score")
+        elif kind == "evaluate":
+            results = read_json(path / layout.EVALUATE.RESULTS)
+            row["evaluate_frames"] = sum(e["steps"] for e in results["episode_results"])
+            row.update(mean=results["mean_return"], std=results["std_return"],
+                       episodes=results["episodes"])
+    return [rounds[k] for k in sorted(rounds)]
+
+
+def rounds_markdown(run_dir: Path) -> str:
+    lines = [f"{run_dir}:", "", "| round | compute (min) | real frames: collect / search / "
+             "scoring / evaluation | evaluation mean ± std | episodes | kept controller's "
+             "score | dream score |", "|---|---|---|---|---|---|---|"]
+    for r in round_rows(run_dir):
+        frames = " / ".join(fmt(r.get(k), ",d") for k in (
+            "collect_frames", "search_frames", "score_frames", "evaluate_frames"))
+        score = f"{r['mean']:.1f} ± {r['std']:.1f}" if "mean" in r else "–"
+        lines.append(f"| {r['round']} | {r['minutes']:.1f} | {frames} | {score} | "
+                     f"{fmt(r.get('episodes'), 'd')} | {fmt(r.get('kept_score'), '.1f')} | "
+                     f"{fmt(r.get('dream_score'), '.1f')} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (with summary.json)")
     parser.add_argument("--csv", action="store_true", help="CSV instead of markdown")
+    parser.add_argument("--rounds", action="store_true",
+                        help="per round of each run: time, real frames per use, scores")
     args = parser.parse_args(argv)
+    if args.rounds:
+        print("\n\n".join(rounds_markdown(run) for run in args.runs))
+        return 0
     rows = [read_row(run) for run in args.runs]
     if args.csv:
         write_csv(rows)

@@ -212,3 +212,23 @@ def test_a_kill_inside_round_1_resumes_to_the_same_files(tmp_path_factory, step)
     kill_and_resume(tmp_path_factory.mktemp("kill"), reference, step,
                     ("rounds.collect.episodes=2", "rounds.collect.random_share=0.5"),
                     random.Random(seed), iterations=2)
+
+
+def test_the_rounds_table_counts_each_rounds_real_frames(two_rounds):
+    from tests.test_summarize import load_script
+
+    root, summary = two_rounds
+    table = load_script("ablation_table")
+    rows = table.round_rows(root / "run")
+    assert [r["round"] for r in rows] == [0, 1]
+    # data=tiny: 4 then 2 episodes of 150 frames, each agent step one frame.
+    assert [r["collect_frames"] for r in rows] == [600, 300]
+    for k, name in enumerate(("controller", "controller_r1")):
+        info = json.loads((result(summary, name) / "controller.json").read_text())
+        assert rows[k]["kept_score"] == info["best_score"]
+        assert rows[k]["search_frames"] == info["search_env_steps"] > 0  # real mode
+        assert rows[k]["score_frames"] == info["score_env_steps"] > 0
+        assert rows[k]["search_frames"] + rows[k]["score_frames"] == info["env_steps"]
+    assert "evaluate_frames" not in rows[0]  # not evaluated in this run
+    markdown = table.rounds_markdown(root / "run").splitlines()
+    assert markdown[4].startswith("| 0 |") and markdown[5].startswith("| 1 |")

@@ -269,16 +269,17 @@ def run(ctx: StepContext) -> dict:
                                        initializer=init_worker, initargs=(driver.files,),
                                        preload=(__name__,), deadline_s=deadline):
                 count(result)
-    summary = summarize(stats, params, collected_by)
+    summary = summarize(stats, params, collected_by, cfg.env.action_repeat)
     durable.write_json(ctx.dir / layout.COLLECT.DATASET, summary)
     ctx.log.info("dataset: %d episodes (%d-%d), %d frames, %.1f MB on disk, return %.1f ± %.1f",
                  summary["episodes"], indices[0], indices[-1], summary["frames"],
                  summary["bytes"] / 1e6, summary["mean_return"], summary["std_return"])
-    return {k: summary[k] for k in ("episodes", "frames", "bytes", "mean_return", "std_return",
-                                    "mean_steps", "laps_finished")}
+    return {k: summary[k] for k in ("episodes", "frames", "env_frames", "bytes", "mean_return",
+                                    "std_return", "mean_steps", "laps_finished")}
 
 
-def summarize(stats: dict[int, dict], params: CollectParams, collected_by: list[dict]) -> dict:
+def summarize(stats: dict[int, dict], params: CollectParams, collected_by: list[dict],
+              action_repeat: int) -> dict:
     ordered = [stats[i] for i in sorted(stats)]
     returns = np.array([s["return"] for s in ordered])
     steps = np.array([s["steps"] for s in ordered])
@@ -286,6 +287,9 @@ def summarize(stats: dict[int, dict], params: CollectParams, collected_by: list[
         "episodes": len(ordered),
         "first_episode": min(stats),
         "frames": int(steps.sum() + len(ordered)),  # T+1 frames per episode of T steps
+        # What the collection cost in the real game: every agent step simulates action_repeat
+        # frames (an episode that ended inside its last repeat counts it whole).
+        "env_frames": int(steps.sum() * action_repeat),
         "bytes": int(sum(s["bytes"] for s in ordered)),
         "policy": params.policy,
         "mean_return": float(returns.mean()),

@@ -424,6 +424,9 @@ def search_summary(state: SearchState, params: ControllerParams, size: dict[str,
         "best_source": state.best_source, "score_episodes": params.score_episodes,
         "generations": state.generation, "population": params.population,
         "rollouts": params.rollouts, "env_steps": state.env_steps,
+        # Real frames per use: the search's fitness (0 in dream mode) and the scoring.
+        "search_env_steps": int(sum(row["controller/env_steps"] for row in rows)),
+        "score_env_steps": int(sum(row.get("controller/score_env_steps", 0) for row in rows)),
         "final_sigma": float(state.es.sigma),
         "final_best_fitness": rows[-1]["controller/best"],
         "final_mean_fitness": rows[-1]["controller/mean"],
@@ -482,8 +485,8 @@ def run(ctx: StepContext) -> dict:
         if params.dream_generations:
             where = f"{params.dream_generations} generations {dreamt}, then {where}"
         ctx.log.info("CMA-ES on %d parameters: population %d x %d rollouts of up to %d frames, "
-                     "%s; sigma0 %g", n_params, params.population,
-                     params.rollouts, params.max_steps, where, params.sigma0)
+                     "%s; sigma %g", n_params, params.population,
+                     params.rollouts, params.max_steps, where, state.es.sigma)
         with keep_workers():  # one set of workers for every generation and scoring
             evolve(ctx, state, total_generations(params), fitness, real_score(ctx, params, files),
                    scores_at=lambda generation: should_score(generation, params),
