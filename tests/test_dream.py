@@ -200,4 +200,9 @@ def test_the_dream_warns_when_m_cannot_rank_controllers(tmp_path):
     path.write_text(json.dumps({"summary": {"reward_corr": 0.8, "tile_auroc": 0.9,
                                             "done_auroc": 0.95}}))
     assert dream_problem(path, "tiles") is None
+    # Teacher forcing fine, the dream not: its 30-step returns do not track the real ones.
+    path.write_text(json.dumps({"summary": {"reward_corr": 0.8, "tile_auroc": 0.97,
+                                            "done_auroc": 0.95, "dream_return_corr_30": 0.1}}))
+    assert "30-step returns correlate with the real ones at r = 0.10" in dream_problem(
+        path, "tiles")
     assert "not readable" in dream_problem(tmp_path / "missing.json", "tiles")

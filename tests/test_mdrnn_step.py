@@ -365,3 +365,31 @@ def test_bad_settings_are_named():
         mdrnn_step.check_params(mdrnn_step.MDRNNParams(seq_len=0))
     with pytest.raises(ConfigError, match=r"mdrnn\.sequences_per_episode=0"):
         mdrnn_step.check_params(mdrnn_step.MDRNNParams(sequences_per_episode=0))
+
+
+def test_the_dreamed_return_correlation_is_measured_on_windows_long_enough():
+    from worldmodel.figures import mdrnn as mdrnn_figures
+    from worldmodel.models import MDRNN
+
+    rng = np.random.default_rng(0)
+
+    def episode(steps: int) -> Latents:
+        actions = rng.uniform(-1, 1, (steps, 3)).astype(np.float32)
+        return Latents(mu=rng.standard_normal((steps + 1, 2)).astype(np.float16),
+                       logvar=np.zeros((steps + 1, 2), np.float16), actions=actions,
+                       rewards=actions[:, 0].copy(), terminated=False, truncated=True)
+
+    torch.manual_seed(0)
+    model = MDRNN(z_dim=2, hidden_size=8).eval()
+    episodes = [episode(150) for _ in range(3)]  # 3 windows each: starts 0, 25, 50
+
+    def measure(found: list[Latents]) -> dict:
+        return mdrnn_figures.dream_return_corr(model, found, 1.0,
+                                               torch.Generator().manual_seed(0))
+
+    corr = measure(episodes)
+    assert set(corr) == {"dream_return_corr_10", "dream_return_corr_30", "dream_return_corr_100"}
+    assert all(-1 <= value <= 1 for value in corr.values())
+    assert measure(episodes) == corr  # its draws come from the generator given
+    # Episodes shorter than the longest horizon give no window: nothing to correlate.
+    assert set(measure([episode(99)]).values()) == {None}

@@ -169,7 +169,11 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
                 f"(teacher forced), rewards `{c.get('rewards', 'regress')}`: reward r "
                 f"{fmt(entry.get('reward_corr'))}, tile AUROC {fmt(entry.get('tile_auroc'))}, "
                 f"end AUROC {fmt(entry.get('done_auroc'))} ({fmt(entry.get('done_ends'))} "
-                f"ends); dream z MSE {fmt(entry.get('dream_mse_sampled'))} against "
+                f"ends); dreamed against real return over 10 / 30 / 100 steps: r "
+                f"{fmt(entry.get('dream_return_corr_10'))} / "
+                f"{fmt(entry.get('dream_return_corr_30'))} / "
+                f"{fmt(entry.get('dream_return_corr_100'))}; dream z MSE "
+                f"{fmt(entry.get('dream_mse_sampled'))} against "
                 f"{fmt(entry.get('dream_mse_copy'))} for copying the last z")
     if name == "controller":
         return (f"mode `{c.get('mode')}`, CMA-ES population {fmt(c.get('population'))} × "

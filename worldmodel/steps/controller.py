@@ -295,6 +295,11 @@ def dream_problem(evaluation_path: Path, rewards: str) -> str | None:
         problems.append("its rewards do not vary" if corr is None else
                         f"its rewards correlate with the real ones at r = {corr:.2f} (< "
                         f"{MIN_REWARD_CORR})")
+    dreamed = quality.get("dream_return_corr_30", MIN_REWARD_CORR)
+    if dreamed is None or dreamed < MIN_REWARD_CORR:
+        problems.append("its dreamed 30-step returns do not vary" if dreamed is None else
+                        f"its dreamed 30-step returns correlate with the real ones at r = "
+                        f"{dreamed:.2f} (< {MIN_REWARD_CORR})")
     for name, what in (("tile_auroc", "new tiles"), ("done_auroc", "episode ends")):
         if name not in quality:
             continue
