@@ -232,3 +232,22 @@ def test_the_rounds_table_counts_each_rounds_real_frames(two_rounds):
     assert "evaluate_frames" not in rows[0]  # not evaluated in this run
     markdown = table.rounds_markdown(root / "run").splitlines()
     assert markdown[4].startswith("| 0 |") and markdown[5].startswith("| 1 |")
+
+
+def test_settings_added_at_their_old_behaviour_keep_the_keys_of_before():
+    from omegaconf import open_dict
+
+    def chain_keys(cfg) -> dict[str, str]:
+        return {n: k for n, (k, _) in make_runner(pipeline.STEPS, cfg, Path("/x")).keys().items()}
+
+    now = compose_config(TINY)
+    before = compose_config(TINY)
+    with open_dict(before):  # the config as it was before these settings existed
+        for section, names in (("collect", ("random_share", "controller_noise")),
+                               ("mdrnn", ("rewards", "z"))):
+            for name in names:
+                before[section].pop(name)
+    assert chain_keys(now) == chain_keys(before)
+    changed = compose_config([*TINY, "mdrnn.rewards=tiles"])
+    assert [n for n in chain_keys(now) if chain_keys(now)[n] != chain_keys(changed)[n]] == [
+        "mdrnn", "controller", "evaluate", "figures"]
