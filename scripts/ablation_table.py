@@ -38,6 +38,7 @@ from pathlib import Path
 import yaml
 
 from worldmodel import layout
+from worldmodel.store import MANIFEST
 
 # The steps whose results make up the agent and its evaluation (pipeline order).
 AGENT_STEPS = ("collect", "vae", "encode", "mdrnn", "controller", "evaluate", "figures")
@@ -118,11 +119,6 @@ def write_csv(rows: list[Row]) -> None:
                          row.mean, row.std, row.fraction_900, row.status, row.run])
 
 
-def round_of(name: str) -> int:
-    _, _, k = name.rpartition("_r")
-    return int(k) if layout.step_kind(name) != name else 0
-
-
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -134,14 +130,14 @@ def round_rows(run_dir: Path) -> list[dict]:
     for name, entry in summary.items():
         if name == "run" or not isinstance(entry, dict) or not entry.get("path"):
             continue
-        kind, k, path = layout.step_kind(name), round_of(name), Path(entry["path"])
+        kind, k, path = layout.step_kind(name), layout.step_round(name), Path(entry["path"])
         row = rounds.setdefault(k, {"round": k, "minutes": 0.0})
         if kind == "figures":
             continue
         row["minutes"] += (entry.get("compute_seconds") or 0.0) / 60
         if kind == "collect":
             dataset = read_json(path / layout.COLLECT.DATASET)
-            repeat = read_json(path / "manifest.json")["config"]["env"]["action_repeat"]
+            repeat = read_json(path / MANIFEST)["config"]["env"]["action_repeat"]
             row["collect_frames"] = dataset.get("env_frames", round(
                 dataset["episodes"] * dataset["mean_steps"] * repeat))
         elif kind == "controller":

@@ -381,7 +381,7 @@ def test_the_dreamed_return_correlation_is_measured_on_windows_long_enough():
 
     torch.manual_seed(0)
     model = MDRNN(z_dim=2, hidden_size=8).eval()
-    episodes = [episode(150) for _ in range(3)]  # 3 windows each: starts 0, 25, 50
+    episodes = [episode(150) for _ in range(3)]  # 100 steps: windows at 0, 25 and 50 in each
 
     def measure(found: list[Latents]) -> dict:
         return mdrnn_figures.dream_return_corr(model, found, 1.0,
@@ -391,5 +391,7 @@ def test_the_dreamed_return_correlation_is_measured_on_windows_long_enough():
     assert set(corr) == {"dream_return_corr_10", "dream_return_corr_30", "dream_return_corr_100"}
     assert all(-1 <= value <= 1 for value in corr.values())
     assert measure(episodes) == corr  # its draws come from the generator given
-    # Episodes shorter than the longest horizon give no window: nothing to correlate.
-    assert set(measure([episode(99)]).values()) == {None}
+    # Windows are as long as their horizon: a 99-step episode has none of 100 steps.
+    short = measure([episode(99)])
+    assert short["dream_return_corr_100"] is None and short["dream_return_corr_10"] is not None
+    assert set(measure([episode(9)]).values()) == {None}

@@ -110,6 +110,26 @@ def test_round_1_collects_with_round_0s_controller(two_rounds, tmp_path):
     assert with_policy["return"] != pytest.approx(stored.total_reward, abs=1.0)
 
 
+def test_round_1_starts_from_an_m_stored_before_rewards_existed(two_rounds, tmp_path):
+    from worldmodel.steps import mdrnn as mdrnn_step
+
+    _, summary = two_rounds
+    saved = torch.load(result(summary, "mdrnn") / "model.pt", weights_only=True)
+    saved["kwargs"].pop("rewards")  # as model.pt files were written before the setting
+    torch.save(saved, tmp_path / "model.pt")
+
+    class Previous:
+        path = tmp_path
+
+    class Context:
+        inputs_of = staticmethod(lambda kind: [Previous])
+        log = __import__("logging").getLogger("test")
+
+    params = mdrnn_step.MDRNNParams(hidden_size=saved["kwargs"]["hidden_size"])
+    start = mdrnn_step.warm_start(Context, params, saved["kwargs"]["z_dim"])
+    assert torch.equal(start["lstm.weight_ih_l0"], saved["state_dict"]["lstm.weight_ih_l0"])
+
+
 def distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return sum(float((p - q).detach().pow(2).sum()) for p, q in zip(a.parameters(), b.parameters(),
                                                             strict=True)) ** 0.5
@@ -146,13 +166,39 @@ def test_a_rerun_reuses_every_round(two_rounds):
         "mdrnn_r1", "controller_r1"]
 
 
-def test_round_0_refuses_a_controller_share(tmp_path):
+@pytest.mark.parametrize("bad", ["collect.random_share=0.5", "collect.controller_noise=0.1"])
+def test_round_0_refuses_a_controller_share_or_noise(tmp_path, bad):
     from worldmodel.errors import ConfigError
 
-    runner = make_runner(pipeline.table(1), compose_config(
-        [*TINY, "collect.random_share=0.5"]), tmp_path)
+    runner = make_runner(pipeline.table(1), compose_config([*TINY, bad]), tmp_path)
     with pytest.raises(ConfigError, match="rounds.collect"):
         runner.run(["collect"])
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("+rounds.colect.episodes=3", "rounds.colect: not a config section"),
+    ("rounds.vae.epochs=0", r"vae.epochs=0 must be >= 1.*step vae_r1: rounds.<section> is "
+                            "merged"),
+])
+def test_a_bad_rounds_entry_is_refused_before_any_step_naming_it(tmp_path, bad, says):
+    from worldmodel.errors import ConfigError
+
+    runner = make_runner(pipeline.table(2), compose_config([*TINY, bad]), tmp_path)
+    with pytest.raises(ConfigError, match=says):
+        runner.run()
+    assert not (tmp_path / "store").exists()  # nothing ran
+
+
+def test_a_later_round_keeps_the_validation_episodes_of_the_one_before():
+    from worldmodel.training import split_rounds
+
+    rng = np.random.default_rng(0)
+    names = [f"ep_{i:06d}.npz" for i in range(40)]
+    previous = {"train": names[:18], "val": names[18:20]}  # round 0 had 20 episodes
+    train, val = split_rounds(names, 0.1, rng, previous)
+    assert {names[i] for i in val} >= {names[18], names[19]}
+    assert not {names[i] for i in val} & set(previous["train"])  # never validates its own
+    assert sorted(train + val) == list(range(40)) and len(val) == 4
 
 
 def test_the_report_shows_every_rounds_score():

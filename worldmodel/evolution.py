@@ -123,8 +123,11 @@ def save_state(directory: Path, state: SearchState) -> None:
     durable.write_bytes(path, data)
 
 
-def load_state(directory: Path, log) -> SearchState | None:
-    """The search state a killed run saved in this step's own staging directory, if usable.
+def load_state(directory: Path, log, step: str = "controller",
+               set_aside: bool = True) -> SearchState | None:
+    """The search state a killed run saved in this step's own staging directory, if usable
+    (or, set_aside False, the final state of the previous round's stored search: `step`
+    names it in the messages).
 
     Unpickling runs code named by the file, so only this file is ever read: one written by
     this step, in the directory only this step's key uses, whose sha256 matches the one
@@ -143,6 +146,8 @@ def load_state(directory: Path, log) -> SearchState | None:
                                                       info.get("previous_sha256"))
     except (durable.DamagedFile, OSError, KeyError, TypeError) as exc:
         intact, info = False, {"error": str(exc)}
+    if not intact and not set_aside:
+        return None  # someone else's result: reported by the caller, left as it is
     if not intact:
         aside = durable.set_aside(path)
         log.warning("the CMA-ES state %s does not match its record %s, so it is not loaded "
@@ -156,27 +161,29 @@ def load_state(directory: Path, log) -> SearchState | None:
         raise StoreError(
             f"the CMA-ES state {path} was saved under other versions ({differ}); resuming it "
             f"could change the search. Install the versions it was saved with, or search again "
-            f"from the start with force=[controller]")
+            f"from the start with force=[{step}]")
     try:
         state = pickle.loads(data)
     except Exception as exc:  # a damaged pickle can raise nearly anything
         raise StoreError(f"the CMA-ES state {path} cannot be read ({exc!r}); search again "
-                         "from the start with force=[controller]") from exc
+                         f"from the start with force=[{step}]") from exc
     if not isinstance(state, SearchState):
         raise StoreError(f"{path} does not hold a CMA-ES search state; search again from the "
-                         "start with force=[controller]")
+                         f"start with force=[{step}]")
     return state
 
 
-def continue_search(previous: Path, n_params: int, population: int, log) -> SearchState:
+def continue_search(previous: Path, step: str, n_params: int, population: int, log
+                    ) -> SearchState:
     """A new search that starts where the stored search in `previous` ended: its mean, step
     size and covariance (the previous round's controller result keeps its final state). The
     generation count, totals, best and rows start afresh: this round's models are new, so
     its scores are too."""
-    state = load_state(previous, log)
+    # The pickle is the controller step's own, in this store, checked against its sha256.
+    state = load_state(previous, log, step, set_aside=False)
     if state is None:
         raise StoreError(f"the previous round's CMA-ES state {previous / STATE} is missing or "
-                         "damaged; recompute that round's controller (force=[its step])")
+                         f"does not match its record; recompute it with force=[{step}]")
     es = state.es
     if es.N != n_params or es.popsize != population:
         raise StoreError(f"the previous round's CMA-ES ({es.N} parameters, population "

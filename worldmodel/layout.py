@@ -23,6 +23,11 @@ def step_kind(name: str) -> str:
     return kind if kind and k.isdigit() else name
 
 
+def step_round(name: str) -> int:
+    """The round of a step name: 2 for vae_r2, 0 for vae."""
+    return int(name.rpartition("_r")[2]) if step_kind(name) != name else 0
+
+
 class COLLECT:
     EPISODES = "episodes"  # ep_NNNNNN.npz, worldmodel/episodes.py
     DATASET = "dataset.json"
@@ -72,3 +77,4 @@ class FIGURES:
     INDEX = "figures.json"
     FILMSTRIP = "filmstrip.png"
     ROUNDS = "rounds.png"  # score per round, when a run has several
+    ROUNDS_DATA = "rounds.json"  # the numbers behind it

@@ -110,8 +110,8 @@ def rounds_lines(summary: dict) -> list[str]:
         return []
     lines = ["", "| round | evaluation mean ± std | episodes | kept controller's score | "
              "M: tile AUROC | M: done AUROC | M: reward r |", "|---|---|---|---|---|---|---|"]
-    for k, (name, ev) in enumerate(evaluated):
-        suffix = name.removeprefix("evaluate")
+    for name, ev in evaluated:
+        k, suffix = layout.step_round(name), name.removeprefix("evaluate")
         c, m = summary.get(f"controller{suffix}", {}), summary.get(f"mdrnn{suffix}", {})
         lines.append(f"| {k} | {ev['mean_return']:.1f} ± {ev.get('std_return', 0):.1f} | "
                      f"{ev.get('episodes')} | {fmt(c.get('best_score'))} | "
@@ -283,7 +283,7 @@ def figures_section(figures_dir: Path, drawn: dict, base: Path,
             else:
                 lines += [f"![{name}: {path.name}]({target})", ""]
         lines.append("")
-    ev = summary.get("evaluate")
+    ev = last_round(summary, "evaluate")
     if isinstance(ev, dict) and ev.get("path"):
         videos = [p for stem in layout.EVALUATE.VIDEOS
                   for p in sorted(Path(ev["path"]).glob(stem + ".*"))]

@@ -276,10 +276,30 @@ class Runner:
 
     def check_configs(self) -> None:
         """Type every step's config slice now: a bad value anywhere stops the run with one
-        line before any step runs, not after an hour of the steps before it."""
+        line before any step runs, not after an hour of the steps before it. An overlay
+        section may only hold sections its rows read (a misspelt one would be ignored)."""
+        overlays: dict[str, set[str]] = {}
         for step in self.table:
-            if step.config:
+            if step.overlay:
+                overlays.setdefault(step.overlay, set()).update(step.reads)
+        for overlay, read in overlays.items():
+            given = config_slice(self.cfg, (overlay,))[overlay] or {}
+            unknown = sorted(set(given) - (read - {"seed"}))
+            if unknown:
+                raise ConfigError(
+                    f"{overlay}.{unknown[0]}: not a config section that the steps of rounds "
+                    f"after the first read; {overlay} may set {', '.join(sorted(read - {'seed'}))}")
+        for step in self.table:
+            if not step.config:
+                continue
+            try:
                 typed(step.config, step.config_slice(self.cfg), f"step {step.name}")
+            except ConfigError as exc:
+                if not step.overlay:
+                    raise
+                raise ConfigError(f"{exc} [step {step.name}: {step.overlay}.<section> is merged "
+                                  f"over <section> there, so the value may come from "
+                                  f"{step.overlay}]") from exc
 
     def run(self, requested: Any = "all", force: Any = ()) -> dict[str, Any]:
         wanted = select_steps(self.table, requested, "steps")

@@ -30,6 +30,22 @@ def split_episodes(count: int, val_fraction: float, rng: np.random.Generator) ->
     return train, val
 
 
+def split_rounds(names: list[str], val_fraction: float, rng: np.random.Generator,
+                 previous: dict | None) -> tuple[list, list]:
+    """Positions of the training and validation episodes among `names`. In round 0
+    (previous None) a random split (split_episodes). In a later round the previous round's
+    split.json (`previous`) is kept, and only the episodes new to this round are split: an
+    episode the previous model trained on never validates the model that starts from it."""
+    if previous is None:
+        return split_episodes(len(names), val_fraction, rng)
+    known = set(previous["train"]) | set(previous["val"])
+    new = [i for i, name in enumerate(names) if name not in known]
+    _, new_val = split_episodes(len(new), val_fraction, rng)
+    val = sorted({i for i, name in enumerate(names) if name in set(previous["val"])}
+                 | {new[j] for j in new_val})
+    return [i for i in range(len(names)) if i not in set(val)], val
+
+
 def save_atomic(data: dict, path: Path) -> None:
     """torch.save so that a kill leaves the previous file (or none), never half of one."""
     with durable.atomic_write(path) as f:

@@ -41,7 +41,7 @@ from worldmodel import durable, figures, layout
 from worldmodel.errors import StoreError
 from worldmodel.latents import Latents, load_latents
 from worldmodel.models import MDRNN, VAE, build_from_checkpoint, sample, to_uint8
-from worldmodel.rewards import exits, measure_scale, tile_events
+from worldmodel.rewards import EXIT_REWARD, exits, measure_scale, tile_events
 
 FILES = layout.MDRNN  # what this module draws and reads
 
@@ -102,47 +102,65 @@ WINDOW_EVERY = 25  # steps between the starts of the windows behind dream_return
 def dream_return_corr(model: MDRNN, episodes: list[Latents], temperature: float,
                       generator: torch.Generator) -> dict[str, float | None]:
     """Whether M's dream tells returns apart, not just its next step: from every WINDOW_EVERY-th
-    frame of `episodes` (M having read the real prefix), M dreams on its own samples, fed the
-    real actions, and the return it predicts over h steps is correlated (Pearson, over the
-    windows) with the real return of those steps, for each h of DREAM_RETURN_HORIZONS.
+    frame of `episodes`, and from the frame h steps before each episode's end (where an exit
+    happens), M having read the real prefix dreams h steps on its own samples, fed the real
+    actions, and the return it dreams is correlated (Pearson, over the windows) with the
+    real return of those steps, for each h of DREAM_RETURN_HORIZONS. The dream is scored as
+    worldmodel/dream.py scores it: ends are drawn from the done head and stop the count, and
+    with rewards "tiles" a step pays its expected tile reward and the drawn end -100.
 
     Teacher-forced numbers can look fine while this fails: on random driving M told new tiles
     apart at AUROC 0.97, and its dream's 200-step tile counts did not correlate with the real
-    ones at all (docs/ablations.md, "Iterative training")."""
-    longest = max(DREAM_RETURN_HORIZONS)
+    ones at all (docs/ablations.md, "Iterative training, and the dream")."""
     scale = measure_scale([e.rewards for e in episodes]) if model.rewards == "tiles" else None
-    starts, z, real = [], [], []
-    for e in episodes:
-        picks = set(range(0, e.steps - longest + 1, WINDOW_EVERY))
-        if not picks:
-            continue
-        state = model.initial_state(1)
-        mu = torch.from_numpy(e.mu).float()
-        actions = torch.from_numpy(e.actions).float()
-        for t in range(max(picks) + 1):  # M reads the episode, its state kept at each start
-            if t in picks:
-                starts.append((e, t, state))
-                z.append(mu[t])
-                real.append(np.cumsum(e.rewards[t : t + longest], dtype=np.float64))
-            _, state = model.step(mu[t][None], actions[t][None], state)
-    if len(starts) < 3:
-        return {f"dream_return_corr_{h}": None for h in DREAM_RETURN_HORIZONS}
-    h = torch.cat([s[2][0] for s in starts], dim=1)
-    c = torch.cat([s[2][1] for s in starts], dim=1)
-    zs, predicted = torch.stack(z), np.zeros((len(starts), longest))
-    for k in range(longest):
-        actions = torch.stack([torch.from_numpy(e.actions[t + k]).float() for e, t, _ in starts])
-        out, (h, c) = model.step(zs, actions, (h, c))
-        reward = out.reward if scale is None else scale.expected(torch.sigmoid(out.reward))
-        predicted[:, k] = reward.double().numpy()
-        zs = sample(out, temperature, generator)
-    predicted, real = predicted.cumsum(axis=1), np.stack(real)
+    states = [episode_states(model, e) for e in episodes]
     found = {}
     for horizon in DREAM_RETURN_HORIZONS:
-        x, y = predicted[:, horizon - 1], real[:, horizon - 1]
-        found[f"dream_return_corr_{horizon}"] = (float(np.corrcoef(x, y)[0, 1])
-                                                 if x.std() > 0 and y.std() > 0 else None)
+        windows = [(e, t, s[t]) for e, s in zip(episodes, states, strict=True)
+                   if e.steps >= horizon
+                   for t in sorted({*range(0, e.steps - horizon + 1, WINDOW_EVERY),
+                                    e.steps - horizon})]
+        name = f"dream_return_corr_{horizon}"
+        found[name] = None
+        if len(windows) < 3:
+            continue
+        h = torch.cat([state[0] for _, _, state in windows], dim=1)
+        c = torch.cat([state[1] for _, _, state in windows], dim=1)
+        z = torch.stack([torch.from_numpy(e.mu[t]).float() for e, t, _ in windows])
+        alive = torch.ones(len(windows), dtype=torch.bool)
+        dreamed = torch.zeros(len(windows), dtype=torch.float64)
+        for k in range(horizon):
+            actions = torch.stack([torch.from_numpy(e.actions[t + k]).float()
+                                   for e, t, _ in windows])
+            out, (h, c) = model.step(z, actions, (h, c))
+            reward = out.reward if scale is None else scale.expected(torch.sigmoid(out.reward))
+            ended = alive & (torch.rand(len(windows), generator=generator)
+                             < torch.sigmoid(out.done_logit))
+            dreamed += torch.where(alive, reward.double(), 0.0)
+            if scale is not None:
+                dreamed += torch.where(ended, EXIT_REWARD, 0.0)
+            alive &= ~ended
+            z = sample(out, temperature, generator)
+        real = np.array([e.rewards[t : t + horizon].sum(dtype=np.float64)
+                         for e, t, _ in windows])
+        x = dreamed.numpy()
+        if x.std() > 0 and real.std() > 0:
+            found[name] = float(np.corrcoef(x, real)[0, 1])
     return found
+
+
+@torch.inference_mode()
+def episode_states(model: MDRNN, latents: Latents) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """M's state (h, c) before each step t of an episode, having read the real z and actions
+    of the steps before it."""
+    state = model.initial_state(1)
+    mu = torch.from_numpy(latents.mu).float()
+    actions = torch.from_numpy(latents.actions).float()
+    states = []
+    for t in range(latents.steps):
+        states.append(state)
+        _, state = model.step(mu[t][None], actions[t][None], state)
+    return states
 
 
 def error_curves(model: MDRNN, episodes: list[Latents], settings: dict) -> dict[str, list]:
@@ -176,7 +194,8 @@ def teacher_forced(model: MDRNN, episodes: list[Latents], chunk: int = 16
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predicted reward and end probability for every step of `episodes`, concatenated. For M
     with rewards="tiles" the reward is the expected one (rewards.RewardScale of `episodes`),
-    and the tile probability is the third array; else that one is empty."""
+    exit included (P(exit) * -100), and the tile probability is the third array; else that
+    one is empty."""
     rewards, done = [], []
     for first in range(0, len(episodes), chunk):
         group = [e for e in episodes[first : first + chunk] if e.steps]
@@ -198,7 +217,8 @@ def teacher_forced(model: MDRNN, episodes: list[Latents], chunk: int = 16
         return predicted, done, np.zeros(0)
     p_tile = 1 / (1 + np.exp(-predicted.astype(np.float64)))
     scale = measure_scale([e.rewards for e in episodes])
-    return scale.expected(p_tile), done, p_tile
+    # The exit's -100 is part of the reward M models: its expectation is P(exit) * -100.
+    return scale.expected(p_tile) + done * EXIT_REWARD, done, p_tile
 
 
 def actual(episodes: list[Latents], mode: str = "regress") -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from worldmodel.rewards import MODES
+
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -61,8 +63,8 @@ class MDRNN(nn.Module):
         rewards: str = "regress",
     ) -> None:
         super().__init__()
-        if rewards not in ("regress", "tiles"):
-            raise ValueError(f"rewards={rewards!r} is not one of regress, tiles")
+        if rewards not in MODES:
+            raise ValueError(f"rewards={rewards!r} is not one of {', '.join(MODES)}")
         if not log_sigma_min < log_sigma_max:
             raise ValueError(
                 f"log_sigma_min ({log_sigma_min}) must be below log_sigma_max ({log_sigma_max})"

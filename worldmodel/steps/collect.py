@@ -218,11 +218,12 @@ def run(ctx: StepContext) -> dict:
     cfg: CollectConfig = ctx.config
     params = cfg.collect
     driver = previous_driver(ctx, cfg)
-    if driver is None and params.random_share < 1:
-        raise ConfigError(f"collect.random_share={params.random_share}: the other episodes are "
-                          "driven by the previous round's controller, which round 0 does not "
-                          "have; set it in rounds.collect (rounds >= 1) and keep collect."
-                          "random_share=1")
+    if driver is None and (params.random_share < 1 or params.controller_noise):
+        raise ConfigError(f"collect.random_share={params.random_share}, collect.controller_noise="
+                          f"{params.controller_noise}: they are for the episodes driven by the "
+                          "previous round's controller, which round 0 does not have; set them in "
+                          "rounds.collect (rounds >= 1) and keep collect.random_share=1, "
+                          "collect.controller_noise=0")
     first = first_index(ctx)
     indices = list(range(first, first + params.episodes))
     explored = len(indices) if driver is None else round(params.random_share * len(indices))

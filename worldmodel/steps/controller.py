@@ -2,7 +2,7 @@
 evolve C to maximise the expected cumulative reward of a rollout).
 
 Inputs: vae (model.pt), mdrnn (model.pt) and, for dream mode, encode (latents/, the start
-states of dreams). Outputs, in the step's directory:
+states of dreams); in a round k >= 1 also round k-1's controller, whose search it continues. Outputs, in the step's directory:
 
     controller.pt    checkpoint(controller): the best controller by its periodic score
     es_mean.pt       checkpoint(controller) of CMA-ES's final mean, where the search ended
@@ -16,9 +16,10 @@ states of dreams). Outputs, in the step's directory:
     es_state.pkl     the final CMA-ES search state (see Resume) and es_state.json, its record
 
 Search. CMA-ES (pycma) over C's flat parameters, from x0 = 0 with step size sigma0 (0.1 as the
-original). Each generation every candidate drives `rollouts` episodes, and all candidates
-drive the same tracks, train_track(seed, "controller", generation, rollout): common random
-numbers, so candidates are ranked on equal terms. Fitness is the mean return (CMA-ES
+original); in a round k >= 1 from where round k-1's search ended (its mean, step size and
+covariance, evolution.continue_search). Each generation every candidate drives `rollouts`
+episodes, and all candidates drive the same tracks, train_track(seed, <the row's name>,
+generation, rollout): common random numbers, so candidates are ranked on equal terms. Fitness is the mean return (CMA-ES
 minimises, so it is told -fitness). Candidates are driven in parallel by the worker pool, all
 rollouts of a candidate in one batch (worldmodel/rollout.py).
 
@@ -458,7 +459,8 @@ def first_state(ctx: StepContext, n_params: int, params: ControllerParams) -> Se
     search (its controller input): mean, step size and covariance."""
     previous = ctx.inputs_of("controller")
     if previous:
-        return continue_search(previous[-1].path, n_params, params.population, ctx.log)
+        return continue_search(previous[-1].path, layout.round_name("controller", ctx.round - 1),
+                               n_params, params.population, ctx.log)
     return SearchState(es=new_es(n_params, params.population, params.sigma0))
 
 

@@ -44,8 +44,9 @@ log = logging.getLogger("worldmodel.figures")
 
 INPUTS = ("collect", "vae", "encode", "mdrnn", "controller", "evaluate")
 # With several rounds the step reads these of every round too (the last round's others):
-# collect for V's figures (its episodes span the rounds), the rest for rounds.png.
-ROUND_INPUTS = ("collect", "controller", "evaluate")
+# collect for V's figures (its episodes span the rounds), the rest for rounds.png and the
+# report's table of rounds.
+ROUND_INPUTS = ("collect", "mdrnn", "controller", "evaluate")
 Rounds = dict[str, list[Path]]
 FILES = layout.FIGURES
 SHOWN = (".png", ".pdf", ".svg", ".gif")  # what counts as a figure in an output folder
@@ -128,7 +129,7 @@ def draw_rounds(dirs: dict[str, Path], rounds: Rounds, out: Path, params: Figure
     out.mkdir(parents=True, exist_ok=True)
     rows = evaluate.round_scores(rounds["controller"], rounds["evaluate"])
     evaluate.rounds_figure(rows, out / FILES.ROUNDS)
-    durable.write_json(out / "rounds.json", rows)
+    durable.write_json(out / FILES.ROUNDS_DATA, rows)
 
 
 # Which inputs each group needs; a group whose inputs are not all there is skipped.

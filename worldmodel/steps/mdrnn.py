@@ -1,7 +1,9 @@
 """mdrnn: trains M, the MDN-RNN, on the encoded episodes (paper sections 2.2 and 3.1, step 3 of
 the procedure: train M to model P(z_{t+1} | a_t, z_t, h_t)).
 
-Inputs: encode (latents/ep_*.npz) and vae (model.pt, to decode M's predictions in the figures).
+Inputs: encode (latents/ep_*.npz) and vae (model.pt, to decode M's predictions in the figures);
+in a round k >= 1 also round k-1's mdrnn, whose weights M starts from and whose validation
+episodes stay validation episodes.
 Outputs, in the step's directory:
 
     model.pt         checkpoint(mdrnn): constructor arguments and weights (CPU tensors)
@@ -43,7 +45,7 @@ from tqdm import tqdm
 
 from worldmodel import durable, figures, layout, rewards
 from worldmodel.config import at_least, one_of, require
-from worldmodel.errors import StoreError
+from worldmodel.errors import ConfigError, StoreError
 from worldmodel.figures import mdrnn as mdrnn_figures
 from worldmodel.latents import DamagedLatents, latent_steps, load_latents
 from worldmodel.models import (
@@ -62,7 +64,7 @@ from worldmodel.training import (
     resume,
     save_atomic,
     save_checkpoint,
-    split_episodes,
+    split_rounds,
 )
 
 if TYPE_CHECKING:
@@ -380,10 +382,16 @@ def warm_start(ctx: StepContext, params: MDRNNParams, z_dim: int) -> dict | None
     if not previous:
         return None
     path = previous[-1].path / FILES.MODEL
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved["kwargs"].setdefault("rewards", "regress")  # M stored before the setting existed
     expect = {"z_dim": z_dim, "hidden_size": params.hidden_size,
               "num_gaussians": params.num_gaussians, "rewards": params.rewards}
-    model = build_from_checkpoint(MDRNN, torch.load(path, map_location="cpu", weights_only=True),
-                                  expect=expect)
+    try:
+        model = build_from_checkpoint(MDRNN, saved, expect=expect)
+    except ValueError as exc:
+        raise ConfigError(f"mdrnn: the previous round's M ({path}) does not fit this round's "
+                          f"settings: {exc}. Keep vae.z_dim and mdrnn's sizes and rewards the "
+                          "same in every round (rounds.mdrnn must not change them)") from exc
     ctx.log.info("starting from the previous round's M (%s)", path)
     return model.state_dict()
 
@@ -432,7 +440,10 @@ def run(ctx: StepContext) -> dict:
     paths = sorted((encode_dir / "latents").glob("ep_*.npz"))
     if not paths:
         raise StoreError(f"mdrnn: no latent files in {encode_dir / 'latents'}")
-    train, val = split_episodes(len(paths), params.val_fraction, ctx.rng("split"))
+    previous = ctx.inputs_of("mdrnn")  # the model a later round starts from
+    train, val = split_rounds([p.name for p in paths], params.val_fraction, ctx.rng("split"),
+                              durable.read_json(previous[-1].path / FILES.SPLIT)
+                              if previous else None)
     steps = np.array([latent_steps(p) for p in paths], dtype=np.int64)
     if not steps[train].sum():
         raise StoreError(f"mdrnn: the training episodes in {encode_dir} have no steps")

@@ -1,7 +1,9 @@
 """vae: trains V, the convolutional VAE, on the collected frames (paper sections 2.1 and 3.1,
 step 2 of the procedure: train V to encode each frame into z).
 
-Inputs: collect (episodes/ep_*.npz). Outputs, in the step's directory:
+Inputs: collect (episodes/ep_*.npz); in a round k >= 1 every round's collect so far and round
+k-1's vae, whose weights V starts from and whose validation episodes stay validation
+episodes. Outputs, in the step's directory:
 
     model.pt             checkpoint(vae): constructor arguments and weights (CPU tensors); later
                          steps rebuild V with build_from_checkpoint(VAE, ..., expect={"z_dim": ..})
@@ -51,7 +53,7 @@ from worldmodel.training import (
     resume,
     save_atomic,
     save_checkpoint,
-    split_episodes,
+    split_rounds,
 )
 
 if TYPE_CHECKING:
@@ -293,8 +295,14 @@ def warm_start(ctx: StepContext, params: VAEParams) -> dict | None:
     if not previous:
         return None
     path = previous[-1].path / FILES.MODEL
-    model = build_from_checkpoint(VAE, torch.load(path, map_location="cpu", weights_only=True),
-                                  expect={"z_dim": params.z_dim})
+    try:
+        model = build_from_checkpoint(VAE, torch.load(path, map_location="cpu",
+                                                      weights_only=True),
+                                      expect={"z_dim": params.z_dim})
+    except ValueError as exc:
+        raise ConfigError(f"vae: the previous round's V ({path}) does not fit this round's "
+                          f"settings: {exc}. Keep vae.z_dim the same in every round "
+                          "(rounds.vae must not change it)") from exc
     ctx.log.info("starting from the previous round's V (%s)", path)
     return model.state_dict()
 
@@ -342,7 +350,10 @@ def run(ctx: StepContext) -> dict:
         raise StoreError(f"vae: no episodes in {', '.join(map(str, episode_dirs))}")
     counts = [selected_count(episode_steps(p) + 1, params.skip_frames, params.frame_stride)
               for p in paths]
-    train, val = split_episodes(len(paths), params.val_fraction, ctx.rng("split"))
+    previous = ctx.inputs_of("vae")  # the model a later round starts from
+    train, val = split_rounds([p.name for p in paths], params.val_fraction, ctx.rng("split"),
+                              durable.read_json(previous[-1].path / FILES.SPLIT)
+                              if previous else None)
     train_frames = sum(counts[i] for i in train)
     val_frames = sum(counts[i] for i in val)
     if train_frames == 0:
