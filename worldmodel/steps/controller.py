@@ -2,7 +2,8 @@
 evolve C to maximise the expected cumulative reward of a rollout).
 
 Inputs: vae (model.pt), mdrnn (model.pt) and, for dream mode, encode (latents/, the start
-states of dreams); in a round k >= 1 also round k-1's controller, whose search it continues. Outputs, in the step's directory:
+states of dreams); in a round k >= 1 also round k-1's controller, whose search it continues.
+Outputs, in the step's directory:
 
     controller.pt    checkpoint(controller): the best controller by its periodic score
     es_mean.pt       checkpoint(controller) of CMA-ES's final mean, where the search ended
@@ -19,8 +20,8 @@ Search. CMA-ES (pycma) over C's flat parameters, from x0 = 0 with step size sigm
 original); in a round k >= 1 from where round k-1's search ended (its mean, step size and
 covariance, evolution.continue_search). Each generation every candidate drives `rollouts`
 episodes, and all candidates drive the same tracks, train_track(seed, <the row's name>,
-generation, rollout): common random numbers, so candidates are ranked on equal terms. Fitness is the mean return (CMA-ES
-minimises, so it is told -fitness). Candidates are driven in parallel by the worker pool, all
+generation, rollout): common random numbers, so candidates are ranked on equal terms.
+Fitness is the mean return (CMA-ES minimises, so it is told -fitness). Candidates are driven in parallel by the worker pool, all
 rollouts of a candidate in one batch (worldmodel/rollout.py).
 
 Scoring. Fitness is noisy and a generation's best candidate is partly lucky, so every
