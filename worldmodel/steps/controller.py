@@ -21,8 +21,8 @@ original); in a round k >= 1 from where round k-1's search ended (its mean, step
 covariance, evolution.continue_search). Each generation every candidate drives `rollouts`
 episodes, and all candidates drive the same tracks, train_track(seed, <the row's name>,
 generation, rollout): common random numbers, so candidates are ranked on equal terms.
-Fitness is the mean return (CMA-ES minimises, so it is told -fitness). Candidates are driven in parallel by the worker pool, all
-rollouts of a candidate in one batch (worldmodel/rollout.py).
+Fitness is the mean return (CMA-ES minimises, so it is told -fitness). Candidates are driven
+in parallel by the worker pool, all rollouts of a candidate in one batch (worldmodel/rollout.py).
 
 Scoring. Fitness is noisy and a generation's best candidate is partly lucky, so every
 score_every generations (and at the last) the CMA-ES mean and the generation's best candidate
