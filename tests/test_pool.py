@@ -216,8 +216,17 @@ def test_workers_and_their_forkserver_end_with_a_killed_run(tmp_path, signum) ->
     assert not wait_until_gone(below, 10)
 
 
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raises KeyboardInterrupt in these tests even when the suite runs as a background
+    job, which a non-interactive shell starts with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @LINUX_PROC
-def test_ctrl_c_while_waiting_for_the_workers_stops_them(tmp_path) -> None:
+def test_ctrl_c_while_waiting_for_the_workers_stops_them(tmp_path, ctrl_c) -> None:
     """The normal shutdown waits for running tasks; a Ctrl-C then must not leave them."""
     workers_pool = make_pool(2)
     for _ in range(2):
@@ -231,7 +240,7 @@ def test_ctrl_c_while_waiting_for_the_workers_stops_them(tmp_path) -> None:
     assert not wait_until_gone(workers, 5)
 
 
-def test_a_signal_while_the_workers_are_told_to_stop_waits_for_the_end_of_it() -> None:
+def test_a_signal_while_the_workers_are_told_to_stop_waits_for_the_end_of_it(ctrl_c) -> None:
     reached = False
     with pytest.raises(KeyboardInterrupt):
         with pool._signals_deferred():

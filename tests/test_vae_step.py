@@ -186,14 +186,16 @@ def test_streaming_from_disk_trains_the_same_model(trained, tmp_path):
 
 
 def test_split_holds_out_whole_episodes():
+    from worldmodel.training import split_episodes
+
     rng = np.random.default_rng(0)
-    assert vae_step.split_episodes(1, 0.05, rng) == ([0], [])
-    train, val = vae_step.split_episodes(2, 0.05, rng)
+    assert split_episodes(1, 0.05, rng) == ([0], [])
+    train, val = split_episodes(2, 0.05, rng)
     assert len(val) == 1 and sorted(train + val) == [0, 1]
-    train, val = vae_step.split_episodes(100, 0.05, rng)
+    train, val = split_episodes(100, 0.05, rng)
     assert len(val) == 5 and len(train) == 95
-    assert vae_step.split_episodes(3, 0.0, rng) == ([0, 1, 2], [])
-    assert len(vae_step.split_episodes(3, 0.9, rng)[0]) == 1
+    assert split_episodes(3, 0.0, rng) == ([0, 1, 2], [])
+    assert len(split_episodes(3, 0.9, rng)[0]) == 1
 
 
 def test_interrupted_training_resumes_to_the_same_weights(trained, tmp_path, monkeypatch):
