@@ -111,7 +111,7 @@ def test_round_1_collects_with_round_0s_controller(two_rounds, tmp_path):
 
 
 def test_round_1_starts_from_an_m_stored_before_rewards_existed(two_rounds, tmp_path):
-    from worldmodel.steps import mdrnn as mdrnn_step
+    from worldmodel.training import warm_start
 
     _, summary = two_rounds
     saved = torch.load(result(summary, "mdrnn") / "model.pt", weights_only=True)
@@ -122,11 +122,12 @@ def test_round_1_starts_from_an_m_stored_before_rewards_existed(two_rounds, tmp_
         path = tmp_path
 
     class Context:
-        inputs_of = staticmethod(lambda kind: [Previous])
+        kind = "mdrnn"
+        previous_round = staticmethod(lambda: Previous)
         log = __import__("logging").getLogger("test")
 
-    params = mdrnn_step.MDRNNParams(hidden_size=saved["kwargs"]["hidden_size"])
-    start = mdrnn_step.warm_start(Context, params, saved["kwargs"]["z_dim"])
+    expect = {name: saved["kwargs"][name] for name in ("z_dim", "hidden_size", "num_gaussians")}
+    start = warm_start(Context, MDRNN, {**expect, "rewards": "regress"}, "mdrnn's sizes")
     assert torch.equal(start["lstm.weight_ih_l0"], saved["state_dict"]["lstm.weight_ih_l0"])
 
 

@@ -134,6 +134,12 @@ class Noise:
         return tuple(part[k][self.agent] for part in self.chunk)  # type: ignore[index]
 
 
+def step_reward(out: MDNOutput, scale: RewardScale | None) -> torch.Tensor:
+    """What a dream step pays while the agent is alive: M's reward head, or, for M with
+    rewards "tiles", the expected tile reward under `scale` (the drawn end adds the exit)."""
+    return out.reward if scale is None else scale.expected(torch.sigmoid(out.reward))
+
+
 @torch.inference_mode()
 def dream_rollouts(mdrnn: MDRNN, params: torch.Tensor, starts: Starts, which: torch.Tensor,
                    seeds: Sequence[int], temperature: float, horizon: int,
@@ -161,12 +167,8 @@ def dream_rollouts(mdrnn: MDRNN, params: torch.Tensor, starts: Starts, which: to
         out, (h, c) = mdrnn.step(z, actions, (h, c))
         u, eps, u_end = noise.at(t)
         z = sample_with_noise(out, temperature, u, eps)
-        if scale is None:
-            reward = out.reward
-        else:
-            reward = scale.expected(torch.sigmoid(out.reward))
         ended = alive & (u_end < torch.sigmoid(out.done_logit))
-        returns += torch.where(alive, reward, 0.0)
+        returns += torch.where(alive, step_reward(out, scale), 0.0)
         if scale is not None:
             returns += torch.where(ended, EXIT_REWARD, 0.0)
         steps += alive

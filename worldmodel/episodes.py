@@ -15,6 +15,7 @@ killed collection resume by skipping the files that exist.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +52,8 @@ def episode_files(directories: list[Path]) -> list[Path]:
     """Every episode file in `directories`, sorted by name. Names are unique across them: a
     later round's collect numbers its episodes after the earlier rounds' (pipeline.py)."""
     paths = sorted((p for d in directories for p in d.glob("ep_*.npz")), key=lambda p: p.name)
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
+    twice = sorted(name for name, n in Counter(p.name for p in paths).items() if n > 1)
+    if twice:
         raise DamagedEpisode(f"episode files {', '.join(twice[:3])} appear in more than one of "
                              f"{', '.join(map(str, directories))}")
     return paths

@@ -24,6 +24,8 @@ finished round and a killed one resumes inside the round where it stopped. The f
 comes last and draws the last round (and every round's score, when there are several).
 """
 
+from dataclasses import replace
+
 from worldmodel import layout
 from worldmodel.layout import round_name
 from worldmodel.runner import Step
@@ -79,50 +81,44 @@ FIGURES = Step(
     writes=(layout.FIGURES.REPORT, layout.FIGURES.INDEX),
 )
 
-# What a round k >= 1 row reads besides the inputs of its round-0 row: the earlier rounds'
-# episodes (collect, vae, encode) and the models it starts from (the previous round's).
-ROUND_INPUTS = {
-    "collect": ("collect", "vae", "mdrnn", "controller"),  # previous round's agent drives
+# What a round k >= 1 row reads of round k-1 besides its own round's inputs: the agent that
+# collects, or the model or search it starts from.
+FROM_PREVIOUS_ROUND = {
+    "collect": ("vae", "mdrnn", "controller"),
     "vae": ("vae",),
     "mdrnn": ("mdrnn",),
     "controller": ("controller",),
 }
-ALL_EPISODES = ("collect", "vae", "encode")  # rows that read every round's episodes
+ALL_EPISODES = ("collect", "vae", "encode")  # rows that read every earlier round's episodes
 
 
 def round_rows(k: int) -> list[Step]:
-    """Round k's rows: round 0's, renamed, reading round k's inputs and the `rounds` section."""
+    """Round k's rows: round 0's, renamed, reading round k's inputs and the `rounds` section.
+    A row's collect input becomes every round's collect so far (the earlier ones, for
+    collect itself)."""
     rows = []
     for step in CHAIN:
+        episodes = ([round_name("collect", j) for j in range(k + (step.kind != "collect"))]
+                    if step.kind in ALL_EPISODES else [])
+        previous = [round_name(up, k - 1) for up in FROM_PREVIOUS_ROUND.get(step.kind, ())]
         inputs = [round_name(up, k) for up in step.inputs if up != "collect"]
-        previous = [round_name(up, k - 1) for up in ROUND_INPUTS.get(step.kind, ())
-                    if up != "collect"]
-        episodes = [round_name("collect", j) for j in range(k + (step.kind != "collect"))
-                    ] if step.kind in ALL_EPISODES else []
-        rows.append(Step(
-            round_name(step.name, k), step.run,
-            inputs=tuple(dict.fromkeys([*episodes, *previous, *inputs])),
-            reads=step.reads, config=step.config, writes=step.writes, version=step.version,
-            not_in_identity=step.not_in_identity, added=step.added, kind=step.kind, round=k,
-            overlay="rounds",
-        ))
+        rows.append(replace(step, name=round_name(step.name, k), round=k, overlay="rounds",
+                            inputs=tuple(dict.fromkeys([*episodes, *previous, *inputs]))))
     return rows
 
 
 def table(iterations: int = 1) -> tuple[Step, ...]:
-    """The pipeline of `iterations` rounds: round 0's chain, rounds 1.. and the figures."""
+    """The pipeline of `iterations` rounds: round 0's chain, rounds 1.. and the figures, which
+    read the last round's results and every round's of figures.ROUND_INPUTS."""
     if iterations < 1:
         raise ValueError(f"iterations={iterations} must be >= 1")
     rows = list(CHAIN)
     for k in range(1, iterations):
         rows += round_rows(k)
-    last = [round_name(kind, iterations - 1) for kind in figures.INPUTS]
     earlier = [round_name(kind, k) for k in range(iterations - 1)
-               for kind in figures.ROUND_INPUTS] if iterations > 1 else []
-    figures_row = FIGURES if iterations == 1 else Step(
-        FIGURES.name, FIGURES.run, inputs=(*earlier, *last), reads=FIGURES.reads,
-        config=FIGURES.config, writes=FIGURES.writes, version=FIGURES.version)
-    return (*rows, figures_row)
+               for kind in figures.ROUND_INPUTS]
+    last = [round_name(kind, iterations - 1) for kind in figures.INPUTS]
+    return (*rows, replace(FIGURES, inputs=(*earlier, *last)))
 
 
 STEPS: tuple[Step, ...] = table(1)

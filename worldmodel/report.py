@@ -94,18 +94,22 @@ def seed_range(seeds: list[int]) -> str:
 # --- sections ----------------------------------------------------------------------------------
 
 
+def of_kind(summary: dict, kind: str) -> list[tuple[str, dict]]:
+    """(name, entry) of every round's step of `kind` in a summary, in round order."""
+    return [(name, entry) for name, entry in summary.items()
+            if name != "run" and layout.step_kind(name) == kind and isinstance(entry, dict)]
+
+
 def last_round(summary: dict, kind: str) -> dict | None:
     """The entry of `kind` from the last round the summary holds (evaluate_r2 over evaluate)."""
-    found = [entry for name, entry in summary.items()
-             if name != "run" and layout.step_kind(name) == kind and isinstance(entry, dict)]
-    return found[-1] if found else None
+    found = of_kind(summary, kind)
+    return found[-1][1] if found else None
 
 
 def rounds_lines(summary: dict) -> list[str]:
     """Per round, the evaluation's mean and the kept controller's score (a run of rounds)."""
-    evaluated = [(name, entry) for name, entry in summary.items()
-                 if name != "run" and layout.step_kind(name) == "evaluate"
-                 and isinstance(entry, dict) and "mean_return" in entry]
+    evaluated = [(name, entry) for name, entry in of_kind(summary, "evaluate")
+                 if "mean_return" in entry]
     if len(evaluated) < 2:
         return []
     lines = ["", "| round | evaluation mean ± std | episodes | kept controller's score | "

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from worldmodel import durable, layout
 from worldmodel.envs import EnvConfig, make_env, preprocess
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.models import (
@@ -40,6 +41,7 @@ from worldmodel.models import (
     Controller,
     act_batch,
     build_from_checkpoint,
+    controller_size,
     frames_to_tensor,
 )
 from worldmodel.pool import run_tasks, task_deadline
@@ -125,6 +127,24 @@ def load_agent(files: AgentFiles) -> Agent:
         )
     vae = vae.to(memory_format=torch.channels_last).eval()
     return Agent(vae=vae, mdrnn=mdrnn.eval(), env=files.env)
+
+
+def stored_agent(vae_dir: Path, mdrnn_dir: Path, env: EnvConfig) -> AgentFiles:
+    """The agent of stored vae and mdrnn results: their model.pt files."""
+    return AgentFiles(str(vae_dir / layout.VAE.MODEL), str(mdrnn_dir / layout.MDRNN.MODEL), env)
+
+
+def kept_controller(controller_dir: Path, files: AgentFiles) -> tuple[np.ndarray, str]:
+    """A controller result's kept controller as flat parameters (refused if made for another V
+    or M than `files`), and what it sees of V's posterior (controller.json's z)."""
+    info_path = controller_dir / layout.CONTROLLER.SUMMARY
+    if not info_path.is_file():
+        raise StoreError(f"{info_path} is missing; recompute the controller "
+                         "(force=[controller])")
+    z_mode = durable.read_json(info_path)["z"]
+    flat = load_controller(controller_dir / layout.CONTROLLER.MODEL, expect=controller_size(
+        Path(files.vae), Path(files.mdrnn))).get_flat()
+    return flat, z_mode
 
 
 def load_controller(path: Path | str, expect: dict[str, int] | None = None) -> Controller:

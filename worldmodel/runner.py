@@ -106,6 +106,12 @@ class StepContext:
         """Every input of this kind, in the row's order (rounds ascending)."""
         return [a for name, a in self.inputs.items() if self.kinds.get(name, name) == kind]
 
+    def previous_round(self) -> Artifact | None:
+        """This step's result in the round before, which a later round's row reads (the
+        model it starts from, the search it continues); None in round 0."""
+        found = self.inputs_of(self.kind or self.name)
+        return found[-1] if found else None
+
     def input(self, kind: str) -> Artifact:
         """The input of this kind from the latest round the row reads (the only one, in most
         rows: vae_r2's "vae" input is vae_r1, the model it starts from)."""

@@ -5,14 +5,21 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from worldmodel import durable, layout
-from worldmodel.errors import WorldModelError
+from worldmodel.errors import ConfigError, WorldModelError
 from worldmodel.models import build_from_checkpoint, checkpoint
+
+if TYPE_CHECKING:
+    from worldmodel.runner import StepContext
+
+# Both training steps (vae, mdrnn) name their model and their split so (layout.VAE, .MDRNN).
+MODEL, SPLIT = layout.VAE.MODEL, layout.VAE.SPLIT
 
 
 class TrainingDiverged(WorldModelError):
@@ -30,12 +37,19 @@ def split_episodes(count: int, val_fraction: float, rng: np.random.Generator) ->
     return train, val
 
 
+def previous_split(ctx: StepContext) -> dict | None:
+    """The split.json of this step's result in the previous round; None in round 0."""
+    before = ctx.previous_round()
+    return None if before is None else durable.read_json(before.path / SPLIT)
+
+
 def split_rounds(names: list[str], val_fraction: float, rng: np.random.Generator,
                  previous: dict | None) -> tuple[list, list]:
     """Positions of the training and validation episodes among `names`. In round 0
     (previous None) a random split (split_episodes). In a later round the previous round's
-    split.json (`previous`) is kept, and only the episodes new to this round are split: an
-    episode the previous model trained on never validates the model that starts from it."""
+    split.json (`previous`, previous_split) is kept, and only the episodes new to this round
+    are split: an episode the previous model trained on never validates the model that
+    starts from it."""
     if previous is None:
         return split_episodes(len(names), val_fraction, rng)
     known = set(previous["train"]) | set(previous["val"])
@@ -44,6 +58,26 @@ def split_rounds(names: list[str], val_fraction: float, rng: np.random.Generator
     val = sorted({i for i, name in enumerate(names) if name in set(previous["val"])}
                  | {new[j] for j in new_val})
     return [i for i in range(len(names)) if i not in set(val)], val
+
+
+def warm_start(ctx: StepContext, cls: type[nn.Module], expect: dict, same: str) -> dict | None:
+    """The weights of this step's model in the previous round (`ctx.previous_round()`, the
+    model a later round starts from), or None in round 0: the model then starts from its
+    seeded initialisation. `expect` are the sizes this round asks for; `same` names the
+    settings that must stay the same in every round for the weights to fit."""
+    previous = ctx.previous_round()
+    if previous is None:
+        return None
+    path = previous.path / MODEL
+    try:
+        model = build_from_checkpoint(cls, torch.load(path, map_location="cpu",
+                                                      weights_only=True), expect=expect)
+    except ValueError as exc:
+        raise ConfigError(f"{ctx.kind}: the previous round's model ({path}) does not fit this "
+                          f"round's settings: {exc}. Keep {same} the same in every round "
+                          f"(rounds.{ctx.kind} must not change them)") from exc
+    ctx.log.info("starting from the previous round's model (%s)", path)
+    return model.state_dict()
 
 
 def save_atomic(data: dict, path: Path) -> None:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from worldmodel import durable, figures, layout
+from worldmodel.dream import step_reward
 from worldmodel.errors import StoreError
 from worldmodel.latents import Latents, load_latents
 from worldmodel.models import MDRNN, VAE, build_from_checkpoint, sample, to_uint8
@@ -113,13 +114,14 @@ def dream_return_corr(model: MDRNN, episodes: list[Latents], temperature: float,
     apart at AUROC 0.97, and its dream's 200-step tile counts did not correlate with the real
     ones at all (docs/ablations.md, "Iterative training, and the dream")."""
     scale = measure_scale([e.rewards for e in episodes]) if model.rewards == "tiles" else None
-    states = [episode_states(model, e) for e in episodes]
+    starts = {horizon: [(i, t) for i, e in enumerate(episodes) if e.steps >= horizon
+                        for t in sorted({*range(0, e.steps - horizon + 1, WINDOW_EVERY),
+                                         e.steps - horizon})]
+              for horizon in DREAM_RETURN_HORIZONS}
+    states = states_at(model, episodes, {w for found in starts.values() for w in found})
     found = {}
-    for horizon in DREAM_RETURN_HORIZONS:
-        windows = [(e, t, s[t]) for e, s in zip(episodes, states, strict=True)
-                   if e.steps >= horizon
-                   for t in sorted({*range(0, e.steps - horizon + 1, WINDOW_EVERY),
-                                    e.steps - horizon})]
+    for horizon, picked in starts.items():
+        windows = [(episodes[i], t, states[i, t]) for i, t in picked]
         name = f"dream_return_corr_{horizon}"
         found[name] = None
         if len(windows) < 3:
@@ -133,10 +135,9 @@ def dream_return_corr(model: MDRNN, episodes: list[Latents], temperature: float,
             actions = torch.stack([torch.from_numpy(e.actions[t + k]).float()
                                    for e, t, _ in windows])
             out, (h, c) = model.step(z, actions, (h, c))
-            reward = out.reward if scale is None else scale.expected(torch.sigmoid(out.reward))
             ended = alive & (torch.rand(len(windows), generator=generator)
                              < torch.sigmoid(out.done_logit))
-            dreamed += torch.where(alive, reward.double(), 0.0)
+            dreamed += torch.where(alive, step_reward(out, scale).double(), 0.0)
             if scale is not None:
                 dreamed += torch.where(ended, EXIT_REWARD, 0.0)
             alive &= ~ended
@@ -150,16 +151,28 @@ def dream_return_corr(model: MDRNN, episodes: list[Latents], temperature: float,
 
 
 @torch.inference_mode()
-def episode_states(model: MDRNN, latents: Latents) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """M's state (h, c) before each step t of an episode, having read the real z and actions
-    of the steps before it."""
-    state = model.initial_state(1)
-    mu = torch.from_numpy(latents.mu).float()
-    actions = torch.from_numpy(latents.actions).float()
-    states = []
-    for t in range(latents.steps):
-        states.append(state)
-        _, state = model.step(mu[t][None], actions[t][None], state)
+def states_at(model: MDRNN, episodes: list[Latents], wanted: set[tuple[int, int]]
+              ) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+    """M's state (h, c) before step t of episode i, for each (i, t) in `wanted`, M having read
+    the real z and actions of the steps before it: every episode read at once, one batched
+    step per t (an episode that has ended reads zeros, and none of its later states is
+    wanted)."""
+    longest = max((t for _, t in wanted), default=-1) + 1
+    z = torch.zeros(len(episodes), longest, model.z_dim)
+    a = torch.zeros(len(episodes), longest, model.action_dim)
+    for i, e in enumerate(episodes):
+        n = min(e.steps, longest)
+        z[i, :n] = torch.from_numpy(e.mu[:n]).float()
+        a[i, :n] = torch.from_numpy(e.actions[:n]).float()
+    at: dict[int, list[int]] = {}
+    for i, t in wanted:
+        at.setdefault(t, []).append(i)
+    h, c = model.initial_state(len(episodes))
+    states = {}
+    for t in range(longest):
+        for i in at.get(t, []):
+            states[i, t] = (h[:, i : i + 1], c[:, i : i + 1])
+        _, (h, c) = model.step(z[:, t], a[:, t], (h, c))
     return states
 
 

@@ -9,6 +9,7 @@ configuration asks for, with a message that says how to fix it.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,7 +67,11 @@ def build_from_checkpoint(
         raise StoreError(
             f"{cls.__name__} checkpoint lacks 'kwargs' or 'state_dict' (has {sorted(ckpt)})"
         )
-    kwargs = dict(ckpt["kwargs"])
+    # An argument added after the checkpoint was written takes the constructor's default, the
+    # value the model was built with then (e.g. MDRNN's rewards="regress").
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    kwargs = {**defaults, **ckpt["kwargs"]}
     mismatches = [
         (name, kwargs.get(name), wanted)
         for name, wanted in (expect or {}).items()

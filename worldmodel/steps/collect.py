@@ -42,7 +42,6 @@ from worldmodel.episodes import (
     save_episode,
 )
 from worldmodel.errors import ConfigError
-from worldmodel.models import controller_size
 from worldmodel.pool import run_tasks, task_deadline
 from worldmodel.rollout import (
     AgentFiles,
@@ -50,8 +49,9 @@ from worldmodel.rollout import (
     StepRecord,
     drive,
     init_worker,
-    load_controller,
+    kept_controller,
     one_torch_thread,
+    stored_agent,
     worker_agent,
 )
 
@@ -200,12 +200,9 @@ def previous_driver(ctx: StepContext, cfg: CollectConfig) -> Driver | None:
     if not ctx.inputs_of("controller"):
         return None
     trained = ctx.input("controller")
-    files = AgentFiles(str(ctx.input("vae").path / layout.VAE.MODEL),
-                       str(ctx.input("mdrnn").path / layout.MDRNN.MODEL), cfg.env)
-    info = durable.read_json(trained.path / layout.CONTROLLER.SUMMARY)
-    flat = load_controller(trained.path / layout.CONTROLLER.MODEL, expect=controller_size(
-        Path(files.vae), Path(files.mdrnn))).get_flat()
-    return Driver(files, flat, info["z"], trained.key)
+    files = stored_agent(ctx.input("vae").path, ctx.input("mdrnn").path, cfg.env)
+    flat, z_mode = kept_controller(trained.path, files)
+    return Driver(files, flat, z_mode, trained.key)
 
 
 def first_index(ctx: StepContext) -> int:

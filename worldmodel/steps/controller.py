@@ -83,7 +83,15 @@ from worldmodel.evolution import (
 from worldmodel.figures import controller as controller_figures
 from worldmodel.models import MDRNN, VAE, Controller, checkpoint, controller_size
 from worldmodel.pool import keep_workers
-from worldmodel.rollout import Z_MODES, AgentFiles, DriveSettings, Job, drive_jobs, load_model
+from worldmodel.rollout import (
+    Z_MODES,
+    AgentFiles,
+    DriveSettings,
+    Job,
+    drive_jobs,
+    load_model,
+    stored_agent,
+)
 from worldmodel.training import save_atomic
 
 if TYPE_CHECKING:
@@ -303,13 +311,11 @@ def dream_problem(evaluation_path: Path, rewards: str) -> str | None:
                         f"its dreamed 30-step returns correlate with the real ones at r = "
                         f"{dreamed:.2f} (< {MIN_REWARD_CORR})")
     for name, what in (("tile_auroc", "new tiles"), ("done_auroc", "episode ends")):
-        if name not in quality:
-            continue
-        value = quality[name]
-        problems.append(f"no {what} to tell apart" if value is None else
-                        f"it tells {what} apart at AUROC {value:.2f} (< {MIN_AUROC})")
-        if value is not None and value >= MIN_AUROC:
-            problems.pop()
+        value = quality.get(name, MIN_AUROC)  # absent: M has no such head (rewards regress)
+        if value is None:
+            problems.append(f"no {what} to tell apart")
+        elif value < MIN_AUROC:
+            problems.append(f"it tells {what} apart at AUROC {value:.2f} (< {MIN_AUROC})")
     if not problems:
         return None
     levers = "more M epochs, or data with more driving (iterations > 1)"
@@ -458,9 +464,9 @@ def search_summary(state: SearchState, params: ControllerParams, size: dict[str,
 def first_state(ctx: StepContext, n_params: int, params: ControllerParams) -> SearchState:
     """Round 0 searches from x0 = 0 at sigma0; a later round continues the previous round's
     search (its controller input): mean, step size and covariance."""
-    previous = ctx.inputs_of("controller")
+    previous = ctx.previous_round()
     if previous:
-        return continue_search(previous[-1].path, layout.round_name("controller", ctx.round - 1),
+        return continue_search(previous.path, layout.round_name("controller", ctx.round - 1),
                                n_params, params.population, ctx.log)
     return SearchState(es=new_es(n_params, params.population, params.sigma0))
 
@@ -468,8 +474,7 @@ def first_state(ctx: StepContext, n_params: int, params: ControllerParams) -> Se
 def run(ctx: StepContext) -> dict:
     cfg: ControllerStepConfig = ctx.config
     params = cfg.controller
-    files = AgentFiles(str(ctx.input("vae").path / layout.VAE.MODEL),
-                       str(ctx.input("mdrnn").path / layout.MDRNN.MODEL), cfg.env)
+    files = stored_agent(ctx.input("vae").path, ctx.input("mdrnn").path, cfg.env)
     dreamer = make_dreamer(ctx, params, files) if dreams(params) else None
     fitness = make_fitness(ctx, params, files, dreamer)
     in_dream = params.mode == "dream"

@@ -30,7 +30,6 @@ damaged video is driven again alone); one without it drives every episode again.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,9 +40,7 @@ from tqdm import tqdm
 from worldmodel import durable, layout, seeding
 from worldmodel.config import at_least, require
 from worldmodel.envs import SOLVED, EnvConfig
-from worldmodel.errors import StoreError
 from worldmodel.figures import evaluate as evaluate_figures
-from worldmodel.models import controller_size
 from worldmodel.pool import run_tasks, task_deadline
 from worldmodel.rollout import (
     Agent,
@@ -54,8 +51,9 @@ from worldmodel.rollout import (
     drive,
     drive_jobs,
     init_worker,
-    load_controller,
+    kept_controller,
     one_torch_thread,
+    stored_agent,
     worker_agent,
 )
 
@@ -235,16 +233,8 @@ def pick_videos(rows: list[dict]) -> dict[str, int]:
 def run(ctx: StepContext) -> dict:
     cfg: EvaluateConfig = ctx.config
     params = cfg.evaluate
-    files = AgentFiles(str(ctx.input("vae").path / layout.VAE.MODEL),
-                       str(ctx.input("mdrnn").path / layout.MDRNN.MODEL), cfg.env)
-    trained = ctx.input("controller").path
-    info_path = trained / layout.CONTROLLER.SUMMARY
-    if not info_path.is_file():
-        raise StoreError(f"evaluate: {info_path} is missing; recompute the controller "
-                         "(force=[controller])")
-    z_mode = json.loads(info_path.read_text())["z"]
-    flat = load_controller(trained / layout.CONTROLLER.MODEL, expect=controller_size(
-        Path(files.vae), Path(files.mdrnn))).get_flat()
+    files = stored_agent(ctx.input("vae").path, ctx.input("mdrnn").path, cfg.env)
+    flat, z_mode = kept_controller(ctx.input("controller").path, files)
     if cfg.env.max_steps != STOCK_MAX_STEPS or cfg.env.domain_randomize:
         ctx.log.warning("env.max_steps=%d, env.domain_randomize=%s: not the stock CarRacing-v3 "
                         "rules, so the score does not compare with published ones",

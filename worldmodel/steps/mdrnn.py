@@ -45,13 +45,12 @@ from tqdm import tqdm
 
 from worldmodel import durable, figures, layout, rewards
 from worldmodel.config import at_least, one_of, require
-from worldmodel.errors import ConfigError, StoreError
+from worldmodel.errors import StoreError
 from worldmodel.figures import mdrnn as mdrnn_figures
 from worldmodel.latents import DamagedLatents, latent_steps, load_latents
 from worldmodel.models import (
     MDRNN,
     MDNOutput,
-    build_from_checkpoint,
     checkpoint,
     mdrnn_loss,
     sample,
@@ -61,10 +60,12 @@ from worldmodel.training import (
     TrainingDiverged,
     cpu_copy,
     finished_model,
+    previous_split,
     resume,
     save_atomic,
     save_checkpoint,
     split_rounds,
+    warm_start,
 )
 
 if TYPE_CHECKING:
@@ -375,33 +376,15 @@ def evaluate(model: MDRNN, data: LatentSet, ids: list[int], params: MDRNNParams,
     return {f"val_{name}": value / steps for name, value in sums.items()}
 
 
-def warm_start(ctx: StepContext, params: MDRNNParams, z_dim: int) -> dict | None:
-    """The weights of the previous round's M (rounds k >= 1 read it as their mdrnn input), or
-    None in round 0: M then starts from its seeded initialisation."""
-    previous = ctx.inputs_of("mdrnn")
-    if not previous:
-        return None
-    path = previous[-1].path / FILES.MODEL
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    saved["kwargs"].setdefault("rewards", "regress")  # M stored before the setting existed
-    expect = {"z_dim": z_dim, "hidden_size": params.hidden_size,
-              "num_gaussians": params.num_gaussians, "rewards": params.rewards}
-    try:
-        model = build_from_checkpoint(MDRNN, saved, expect=expect)
-    except ValueError as exc:
-        raise ConfigError(f"mdrnn: the previous round's M ({path}) does not fit this round's "
-                          f"settings: {exc}. Keep vae.z_dim and mdrnn's sizes and rewards the "
-                          "same in every round (rounds.mdrnn must not change them)") from exc
-    ctx.log.info("starting from the previous round's M (%s)", path)
-    return model.state_dict()
-
-
 def fit(ctx: StepContext, params: MDRNNParams, data: LatentSet, train: list[int],
         val: list[int]) -> MDRNN:
     """Train M for params.epochs, continuing from checkpoint.pt when a killed run left one."""
     device = ctx.hardware.device
 
-    start = warm_start(ctx, params, data.z_dim)
+    start = warm_start(ctx, MDRNN, {"z_dim": data.z_dim, "hidden_size": params.hidden_size,
+                                    "num_gaussians": params.num_gaussians,
+                                    "rewards": params.rewards},
+                       "vae.z_dim and mdrnn's sizes and rewards")
 
     def make() -> tuple[MDRNN, torch.optim.Optimizer]:
         model = new_model(params, data.z_dim, ctx.derive_seed("init"))
@@ -440,10 +423,8 @@ def run(ctx: StepContext) -> dict:
     paths = sorted((encode_dir / "latents").glob("ep_*.npz"))
     if not paths:
         raise StoreError(f"mdrnn: no latent files in {encode_dir / 'latents'}")
-    previous = ctx.inputs_of("mdrnn")  # the model a later round starts from
     train, val = split_rounds([p.name for p in paths], params.val_fraction, ctx.rng("split"),
-                              durable.read_json(previous[-1].path / FILES.SPLIT)
-                              if previous else None)
+                              previous_split(ctx))
     steps = np.array([latent_steps(p) for p in paths], dtype=np.int64)
     if not steps[train].sum():
         raise StoreError(f"mdrnn: the training episodes in {encode_dir} have no steps")

@@ -44,16 +44,18 @@ from worldmodel.config import at_least, require
 from worldmodel.episodes import DamagedEpisode, episode_files, episode_steps, load_episode
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.figures import vae as vae_figures
-from worldmodel.models import VAE, build_from_checkpoint, checkpoint, frames_to_tensor, vae_loss
+from worldmodel.models import VAE, checkpoint, frames_to_tensor, vae_loss
 from worldmodel.models.vae import sample_latent
 from worldmodel.training import (
     TrainingDiverged,
     cpu_copy,
     finished_model,
+    previous_split,
     resume,
     save_atomic,
     save_checkpoint,
     split_rounds,
+    warm_start,
 )
 
 if TYPE_CHECKING:
@@ -288,31 +290,12 @@ def train_epoch(
 # --- the step ----------------------------------------------------------------------------------
 
 
-def warm_start(ctx: StepContext, params: VAEParams) -> dict | None:
-    """The weights of the previous round's V (rounds k >= 1 read it as their vae input), or
-    None in round 0: V then starts from its seeded initialisation."""
-    previous = ctx.inputs_of("vae")
-    if not previous:
-        return None
-    path = previous[-1].path / FILES.MODEL
-    try:
-        model = build_from_checkpoint(VAE, torch.load(path, map_location="cpu",
-                                                      weights_only=True),
-                                      expect={"z_dim": params.z_dim})
-    except ValueError as exc:
-        raise ConfigError(f"vae: the previous round's V ({path}) does not fit this round's "
-                          f"settings: {exc}. Keep vae.z_dim the same in every round "
-                          "(rounds.vae must not change it)") from exc
-    ctx.log.info("starting from the previous round's V (%s)", path)
-    return model.state_dict()
-
-
 def fit(ctx: StepContext, params: VAEParams, source: FrameSource, train: list[int],
         val: list[int]) -> VAE:
     """Train V for params.epochs, continuing from checkpoint.pt when a killed run left one."""
     device = ctx.hardware.device
 
-    start = warm_start(ctx, params)
+    start = warm_start(ctx, VAE, {"z_dim": params.z_dim}, "vae.z_dim")
 
     def make() -> tuple[VAE, torch.optim.Optimizer]:
         model = new_model(params, ctx.derive_seed("init"))
@@ -350,10 +333,8 @@ def run(ctx: StepContext) -> dict:
         raise StoreError(f"vae: no episodes in {', '.join(map(str, episode_dirs))}")
     counts = [selected_count(episode_steps(p) + 1, params.skip_frames, params.frame_stride)
               for p in paths]
-    previous = ctx.inputs_of("vae")  # the model a later round starts from
     train, val = split_rounds([p.name for p in paths], params.val_fraction, ctx.rng("split"),
-                              durable.read_json(previous[-1].path / FILES.SPLIT)
-                              if previous else None)
+                              previous_split(ctx))
     train_frames = sum(counts[i] for i in train)
     val_frames = sum(counts[i] for i in val)
     if train_frames == 0:
