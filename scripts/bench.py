@@ -39,6 +39,7 @@ from worldmodel.rollout import AgentFiles, DriveSettings, drive, load_agent, one
 from worldmodel.steps import mdrnn as mdrnn_step
 from worldmodel.steps import vae as vae_step
 from worldmodel.steps.controller import drive_mean_returns, rollout_tracks
+from worldmodel.workers import ONE_THREAD_ENV
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_env import compare_renderers  # noqa: E402  (a script next to this one)
@@ -49,6 +50,9 @@ Z_DIM, HIDDEN = 32, 256
 FULL = {
     "env": {"seeds": 4, "steps": 500, "policy": "repeat"},
     "population": {"population": 4, "rollouts": 2, "max_steps": 250, "workers": 2},
+    "controller": {"population": 16, "rollouts": 2, "max_steps": 400, "workers": 2,
+                   "action_repeat": 2},
+    "step_time": {"max_steps": 300, "action_repeat": 2},
     "repeat": {"tracks": 2, "max_steps": 1000, "action_repeat": 4},
     "dream": {"population": 64, "rollouts": 16, "horizon": 200, "repeats": 3},
     "vae": {"batch_size": 100, "batches": 60, "warmup_batches": 3},
@@ -57,6 +61,9 @@ FULL = {
 QUICK = {
     "env": {"seeds": 1, "steps": 40, "policy": "repeat"},
     "population": {"population": 2, "rollouts": 2, "max_steps": 30, "workers": 2},
+    "controller": {"population": 4, "rollouts": 2, "max_steps": 30, "workers": 2,
+                   "action_repeat": 2},
+    "step_time": {"max_steps": 20, "action_repeat": 2},
     "repeat": {"tracks": 1, "max_steps": 40, "action_repeat": 4},
     "dream": {"population": 4, "rollouts": 2, "horizon": 20, "repeats": 1},
     "vae": {"batch_size": 8, "batches": 3, "warmup_batches": 1},
@@ -167,6 +174,99 @@ def bench_population(s: dict) -> dict:
         "worker_peak_rss_mb": round(max(memory.peaks.values(), default=0) / 1024, 1),
         "worker_processes_seen": len(memory.peaks),
     }
+
+
+# The controller step's real game, three ways (name: renderer, environments per worker);
+# "today" is the loop before population batches: one job per candidate, its rollouts together.
+CONTROLLER_LOOPS = {"today": ("fast", None), "batched": ("fast", 16), "lowres": ("lowres", 16)}
+
+
+def bench_controller(s: dict) -> dict:
+    """One real-mode CMA-ES generation as the controller step drives it (`drive_mean_returns`
+    with kept workers), at env.action_repeat 2: simulated env frames/s, three ways."""
+    population, rollouts, workers = s["population"], s["rollouts"], s["workers"]
+    settings = DriveSettings(max_steps=s["max_steps"])
+    candidates = np.random.default_rng(0).normal(
+        0, 0.1, (population, Controller(Z_DIM, HIDDEN).num_params))
+    tracks = rollout_tracks(0, 1, rollouts)
+    noise = list(range(rollouts))  # unused with z = mean
+    out: dict = {"population": population, "rollouts": rollouts, "max_steps": s["max_steps"],
+                 "workers": workers, "action_repeat": s["action_repeat"]}
+    returns = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = write_models(Path(tmp))
+        for name, (renderer, per_worker) in CONTROLLER_LOOPS.items():
+            env = EnvConfig(renderer=renderer, action_repeat=s["action_repeat"])
+            files = AgentFiles(models.vae, models.mdrnn, env)
+            with keep_workers():
+                for _ in range(2):  # the second generation is timed: workers already up
+                    started = time.perf_counter()
+                    result = drive_mean_returns(candidates, tracks, noise, files, settings,
+                                                workers, per_worker or rollouts, "benchmark")
+                    seconds = time.perf_counter() - started
+            returns[name] = result.returns
+            out[f"{name}_frames"] = int(result.env_steps)
+            out[f"{name}_frames_per_s"] = round(result.env_steps / seconds, 1)
+            out[f"{name}_envs_per_worker"] = per_worker or rollouts
+    for name in CONTROLLER_LOOPS:
+        out[f"{name}_frames_per_s_per_core"] = round(out[f"{name}_frames_per_s"] / workers, 1)
+    out["ratio"] = round(out["lowres_frames_per_s"] / out["today_frames_per_s"], 3)
+    out["batched_ratio"] = round(out["batched_frames_per_s"] / out["today_frames_per_s"], 3)
+    out["batched_same_returns"] = bool(np.array_equal(returns["today"], returns["batched"]))
+    out["timing"] = "wall clock of a later generation, workers kept (keep_workers)"
+    return out
+
+
+# Where an agent step's time goes: the functions `drive` calls, by cProfile's cumulative time.
+STEP_PARTS = {"env.step (physics and drawing)": ("factory.py", "step"),
+              "new envs and tracks": ("factory.py", "make_env"),
+              "frames for the models": ("factory.py", "to_model_frames"),
+              "V (encode)": ("rollout.py", "encode"),
+              "C (act_batch)": ("controller.py", "act_batch"),
+              "M's LSTM (advance)": ("mdrnn.py", "advance")}
+
+
+def bench_step_time(s: dict) -> dict:
+    """One worker's `drive` loop profiled, at action_repeat 2: today's 2 environments on the
+    fast renderer against 16 on lowres; milliseconds per agent step of one environment."""
+    import cProfile
+    import pstats
+
+    params_size = Controller(Z_DIM, HIDDEN).num_params
+    settings = DriveSettings(max_steps=s["max_steps"])
+    out: dict = {"max_steps": s["max_steps"], "action_repeat": s["action_repeat"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = write_models(Path(tmp))
+        for name, renderer, count in (("today", "fast", 2), ("lowres", "lowres", 16)):
+            env = EnvConfig(renderer=renderer, action_repeat=s["action_repeat"])
+            agent = load_agent(AgentFiles(models.vae, models.mdrnn, env))
+            params = np.random.default_rng(0).normal(0, 0.1, (count, params_size))
+            tracks = rollout_tracks(0, 2, count)
+            profile = cProfile.Profile()
+            with one_torch_thread():
+                started = time.perf_counter()
+                rollouts = drive(agent, params, tracks, settings)  # unprofiled: the total
+                total = time.perf_counter() - started
+                profile.runcall(drive, agent, params, tracks, settings)
+            agent_steps = sum(-(-r.steps // s["action_repeat"]) for r in rollouts)
+            stats = pstats.Stats(profile).stats  # {(file, line, function): (.., cumtime, ..)}
+            profiled = sum(v[3] for k, v in stats.items() if k[2] == "drive")
+            parts = {}
+            for part, (file, function) in STEP_PARTS.items():
+                seconds = sum(v[3] for k, v in stats.items()
+                              if k[0].endswith(file) and k[2] == function)
+                if function == "make_env":  # and the reset that generates each track
+                    seconds += sum(v[3] for k, v in stats.items()
+                                   if k[0].endswith("car_racing.py") and k[2] == "reset")
+                parts[part] = round(1000 * total * seconds / profiled / agent_steps, 3)
+            parts["the rest of the loop"] = round(
+                1000 * total / agent_steps - sum(parts.values()), 3)
+            out[name] = {"renderer": renderer, "envs": count, "agent_steps": agent_steps,
+                         "ms_per_agent_step": round(1000 * total / agent_steps, 3),
+                         "parts_ms": parts}
+    out["timing"] = ("wall clock of an unprofiled run, split in the shares of a cProfile'd "
+                     "second run; one process, one torch thread")
+    return out
 
 
 def bench_repeat(s: dict) -> dict:
@@ -301,7 +401,8 @@ def bench_mdrnn(s: dict) -> dict:
 
 
 MEASUREMENTS = {
-    "env": bench_env, "population": bench_population, "repeat": bench_repeat,
+    "env": bench_env, "population": bench_population, "controller": bench_controller,
+    "step_time": bench_step_time, "repeat": bench_repeat,
     "dream": bench_dream,
     "vae": bench_vae, "mdrnn": bench_mdrnn,
 }
@@ -335,11 +436,18 @@ def machine() -> dict:
     }
 
 
+# Measurements of what one worker does, run with a worker's thread settings: one BLAS thread
+# too (numpy reads it at import). With two, the small products of the frame resizing wait on
+# busy cores: on a loaded 2-core machine they took 19 of an agent step's 32 ms.
+AS_A_WORKER = ("step_time",)
+
+
 def run_one(name: str, quick: bool) -> dict:
     """`name` in a fresh process: its result, with that process's peak RSS and wall time."""
     command = [sys.executable, __file__, "--only", name, *(["--quick"] if quick else [])]
+    env = {**os.environ, **(ONE_THREAD_ENV if name in AS_A_WORKER else {})}
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -349,13 +457,42 @@ def run_one(name: str, quick: bool) -> dict:
 
 def markdown(report: dict) -> str:
     m, r = report["machine"], report["results"]
-    env, pop, repeat, dream, vae, mdrnn = (r[k] for k in MEASUREMENTS)
+    env, pop, ctrl, step, repeat, dream, vae, mdrnn = (r[k] for k in MEASUREMENTS)
+
+    def parts(loop: dict) -> str:
+        return ", ".join(f"{part} {ms:.2f}" for part, ms in loop["parts_ms"].items())
+
+    today, lowres = step["today"], step["lowres"]
     rows = [
         ("Environment steps/s (CarRacing-v3)", f"stock {env['stock_steps_per_s']:,.0f}",
          f"fast {env['fast_steps_per_s']:,.0f}", f"{env['ratio']:.2f}×",
          f"{env['steps']} steps, seeds 0..{env['seeds'] - 1}, `{env['policy']}` policy, "
          f"CPU time of the stepping thread; identical frames/rewards/flags: "
          f"{'yes' if env['identical'] else 'NO'}", env),
+        ("Training renderer steps/s", f"stock {env['stock_steps_per_s']:,.0f}",
+         f"lowres {env['lowres_steps_per_s']:,.0f}", f"{env['lowres_ratio']:.2f}×",
+         f"the same steps; lowres draws the 64×64 model frame directly: same rewards and "
+         f"flags: {'yes' if env['lowres_same_game'] else 'NO'}; its pixels against the "
+         f"preprocessed stock frames: mean {env['lowres_pixel_mean']:.2f}, 99th percentile "
+         f"{env['lowres_pixel_p99']:.0f} levels (of 255)", env),
+        ("Controller step, real game, env frames/s per core",
+         f"today {ctrl['today_frames_per_s_per_core']:,.0f}",
+         f"lowres + batches {ctrl['lowres_frames_per_s_per_core']:,.0f}", f"{ctrl['ratio']:.2f}×",
+         f"one generation of {ctrl['population']} candidates × {ctrl['rollouts']} tracks × "
+         f"up to {ctrl['max_steps']} frames, action_repeat {ctrl['action_repeat']}, "
+         f"{ctrl['workers']} workers kept; today: fast renderer, a job per candidate "
+         f"({ctrl['today_envs_per_worker']} envs); batches alone (fast renderer, "
+         f"{ctrl['batched_envs_per_worker']} envs per worker): "
+         f"{ctrl['batched_frames_per_s_per_core']:,.0f} ({ctrl['batched_ratio']:.2f}×), same "
+         f"returns as today: {'yes' if ctrl['batched_same_returns'] else 'NO'}; lowres: "
+         f"{ctrl['lowres_envs_per_worker']} envs per worker", ctrl),
+        ("One agent step of one env, ms", f"today {today['ms_per_agent_step']:.2f}",
+         f"lowres + batch {lowres['ms_per_agent_step']:.2f}",
+         f"{today['ms_per_agent_step'] / lowres['ms_per_agent_step']:.2f}× less",
+         f"`drive` in one process at action_repeat {step['action_repeat']}, up to "
+         f"{step['max_steps']} frames; today ({today['envs']} envs, {today['renderer']}): "
+         f"{parts(today)}; lowres ({lowres['envs']} envs): {parts(lowres)} (ms, split by "
+         f"cProfile shares)", step),
         ("Population evaluation, real env agent steps/s",
          f"naive loop {pop['naive_steps_per_s']:,.0f}",
          f"pool {pop['pool_steps_per_s']:,.0f}", f"{pop['ratio']:.2f}×",

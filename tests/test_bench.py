@@ -63,10 +63,29 @@ def test_the_numbers_agree_with_each_other(report, bench):
     # A rate is steps per second of the time reported next to it (rounded to 0.01 s).
     assert pool["pool_steps"] / pool["pool_steps_per_s"] \
         == pytest.approx(pool["later_generation_s"], abs=0.01)
+    # The training renderer plays the same game, in frames close to the identical ones.
+    assert env["lowres_same_game"] is True
+    assert 0 < env["lowres_pixel_mean"] < 2 and env["lowres_pixel_p99"] < 40
+    # The controller's loops drove the same episodes; batching alone changed no return.
+    controller = report["results"]["controller"]
+    full = controller["population"] * controller["rollouts"] * controller["max_steps"]
+    assert controller["today_frames"] == controller["batched_frames"] <= full
+    assert controller["batched_same_returns"] is True
+    for loop in ("today", "batched", "lowres"):
+        assert controller[f"{loop}_frames_per_s_per_core"] == pytest.approx(
+            controller[f"{loop}_frames_per_s"] / controller["workers"], abs=0.1)
+    # An agent step's parts add up to its time, and each is a share of it.
+    for loop in ("today", "lowres"):
+        step = report["results"]["step_time"][loop]
+        assert sum(step["parts_ms"].values()) == pytest.approx(step["ms_per_agent_step"],
+                                                               abs=0.01)
+        assert all(ms >= 0 for part, ms in step["parts_ms"].items()
+                   if part != "the rest of the loop")
     # Each ratio is B / A of the two rates printed beside it.
     for result, a, b in [(env, "stock_steps_per_s", "fast_steps_per_s"),
                          (pool, "naive_steps_per_s", "pool_steps_per_s"),
-                         (repeat, "every_frame_per_s", "repeat_frames_per_s")]:
+                         (repeat, "every_frame_per_s", "repeat_frames_per_s"),
+                         (controller, "today_frames_per_s", "lowres_frames_per_s")]:
         assert result["ratio"] == pytest.approx(result[b] / result[a], rel=0.01), a
 
 
@@ -85,8 +104,10 @@ def test_memory_and_time_are_in_the_units_they_name(report):
 def test_the_markdown_table_has_a_row_per_measurement(report, bench):
     text = bench.markdown(report)
     rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert len(rows) == 1 + len(bench.MEASUREMENTS)  # the header, then one per measurement
+    # The header, then one per measurement, and the env measurement's two renderer rows.
+    assert len(rows) == 1 + len(bench.MEASUREMENTS) + 1
     assert "identical frames/rewards/flags: yes" in text
+    assert "same rewards and flags: yes" in text and "same returns as today: yes" in text
     assert f"Total: {report['seconds']} s." in text
     different = copy.deepcopy(report)
     different["results"]["env"]["identical"] = False

@@ -104,6 +104,18 @@ def test_whole_tiny_chain_then_everything_is_reused(tmp_path):
     assert evaluation["mean_return"] == pytest.approx(sum(evaluation["returns"]) / 2)
     videos = list(Path(evaluation["path"]).glob("*_episode.*"))
     assert len(videos) == 3 and all(v.stat().st_size > 0 for v in videos)  # best, median, worst
+    # scripts/transfer_gap.py drives the evaluated agent again: on an identical renderer it
+    # returns what evaluate returned, episode for episode; on lowres, its own numbers.
+    gaps = {}
+    for renderer in ("fast", "lowres"):
+        done = subprocess.run([sys.executable, str(REPO / "scripts" / "transfer_gap.py"),
+                               str(runs[-1]), "--renderer", renderer, "--workers", "1",
+                               "--json"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        gaps[renderer] = json.loads(done.stdout)
+    assert gaps["fast"]["same_returns_as_evaluate"] is True
+    assert gaps["fast"]["renderer_mean"] == pytest.approx(evaluation["mean_return"], abs=0.01)
+    assert gaps["lowres"]["episodes"] == 2 and gaps["lowres"]["identical_renderer"] == "fast"
 
 
 def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tmp_path):

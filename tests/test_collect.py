@@ -160,3 +160,16 @@ def test_renderer_choice_does_not_change_the_key(one_worker):
     stock = Runner(STEPS, tiny_config(**{"env.renderer": "stock"}), None, Store("/nonexistent"),
                    Path("/nonexistent"))
     assert stock.keys()["collect"][0] == summary["key"]
+
+
+def test_the_training_renderer_collects_the_same_game_under_its_own_key(one_worker, tmp_path):
+    _, identical = one_worker
+    cfg = tiny_config(**{"env.renderer": "lowres"})
+    keys = Runner(STEPS, cfg, None, Store("/nonexistent"), Path("/nonexistent")).keys()
+    assert keys["collect"][0] != identical["key"]  # its frames are not Gymnasium's
+    lowres = run_collect(tmp_path, workers=1, cfg=cfg)
+    for a, b in zip(read_all(Path(identical["path"]) / "episodes"),
+                    read_all(Path(lowres["path"]) / "episodes"), strict=True):
+        assert np.array_equal(a.actions, b.actions) and np.array_equal(a.rewards, b.rewards)
+        assert a.frames.shape == b.frames.shape
+        assert 0 < np.abs(a.frames.astype(int) - b.frames.astype(int)).mean() < 2.0

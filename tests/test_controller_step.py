@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from tests.conftest import compose_config, make_runner
 from worldmodel import durable, evolution, layout, pipeline, rollout
 from worldmodel.config import config_slice, typed
+from worldmodel.envs import EnvConfig
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.figures import controller as controller_figures
 from worldmodel.hardware import Hardware
@@ -445,3 +446,48 @@ def test_bad_settings_are_named():
         controller_step.check_params(params(dream_generations=-1), 1)
     with pytest.raises(ConfigError, match=r"controller\.dream_horizon=None must be >= 1"):
         controller_step.check_params(params(mode="dream", temperature=1.0, max_steps=50), 1)
+
+
+def test_returns_do_not_depend_on_how_episodes_are_grouped_into_jobs(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    torch.save(checkpoint(VAE(z_dim=Z_DIM)), tmp_path / "vae.pt")
+    torch.save(checkpoint(MDRNN(z_dim=Z_DIM, hidden_size=HIDDEN)), tmp_path / "mdrnn.pt")
+    files = rollout.AgentFiles(str(tmp_path / "vae.pt"), str(tmp_path / "mdrnn.pt"),
+                               EnvConfig(action_repeat=2))
+    candidates = np.random.default_rng(4).normal(0, 0.5, (3, N_PARAMS))
+    settings = rollout.DriveSettings(max_steps=50, z="sample")
+    sizes = []
+    drive_jobs = controller_step.drive_jobs
+
+    def spy(jobs, *args, **kwargs):
+        sizes.append([len(job.tracks) for job in jobs])
+        return drive_jobs(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(controller_step, "drive_jobs", spy)
+    results = [controller_step.drive_mean_returns(candidates, [7, 8], [1, 2], files, settings,
+                                                  workers, per_worker, "test")
+               for workers, per_worker in ((1, 1), (1, 16), (2, 16), (1, 4))]
+    # One episode per job; all six in one; at least one job per worker; several candidates
+    # per job, one of them split across two jobs.
+    assert sizes == [[1] * 6, [6], [3, 3], [4, 2]]
+    for result in results[1:]:
+        assert np.array_equal(result.returns, results[0].returns)
+        assert result.env_steps == results[0].env_steps
+    assert len(set(results[0].returns)) == 3
+
+
+def test_a_training_renderer_searches_and_scoring_drives_identical_frames(tmp_path,
+                                                                          monkeypatch):
+    environments = []
+    drive_jobs = controller_step.drive_jobs
+
+    def spy(jobs, files, *args, env=None, **kwargs):
+        environments.append((env or files.env).renderer)
+        return drive_jobs(jobs, files, *args, env=env, **kwargs)
+
+    monkeypatch.setattr(controller_step, "drive_jobs", spy)
+    cfg = tiny_config(**{"env.renderer": "lowres", "controller.generations": 2})
+    result = runner(tmp_path, workers=1, cfg=cfg).run(["evaluate"])
+    # Generation 1 and 2 search on lowres frames; generation 2 is also scored, on fast ones.
+    assert environments == ["lowres", "lowres", "fast"]
+    assert result["evaluate"]["renderer"] == "fast"

@@ -123,7 +123,7 @@ def population_fitness(files: AgentFiles, backend: Backend, population: int, rol
     try:
         return controller_step.drive_mean_returns(
             candidates, tracks, list(range(rollouts)), files, settings, workers=2,
-            batch=rollouts, what="evaluating a population").returns
+            envs_per_worker=rollouts, what="evaluating a population").returns
     finally:
         pool.use_backend(previous)
 

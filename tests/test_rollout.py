@@ -1,8 +1,9 @@
 """The agent loop (worldmodel/rollout.py) on the real CarRacing-v3 with small untrained models.
 
 Covers: batching several environments gives exactly the returns of driving them one at a
-time (z = mean and z = sample); early stop ends a hopeless rollout and only when asked;
-per-sample products do not depend on the batch; a mismatched M is refused.
+time (z = mean and z = sample; at paper size, on both renderers); early stop ends a hopeless
+rollout and only when asked; per-sample products do not depend on the batch; a mismatched M
+is refused.
 """
 
 from __future__ import annotations
@@ -52,6 +53,27 @@ def test_batched_loop_equals_one_environment_at_a_time(agent, z):
     assert batched == single
     assert [r.track for r in batched] == tracks
     assert len({r.total_reward for r in batched}) == 3  # different tracks and controllers
+
+
+@pytest.mark.parametrize("renderer", ["fast", "lowres"])
+def test_a_population_batch_at_paper_size_equals_one_environment_at_a_time(renderer):
+    """The controller step drives several candidates' rollouts in one batch (up to
+    hardware.envs_per_worker): at z 32 and 256 LSTM units too, no episode's return may depend
+    on its batch."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        vae, mdrnn = VAE(z_dim=32), MDRNN(z_dim=32, hidden_size=256)
+    env = EnvConfig(renderer=renderer, action_repeat=2)
+    paper = Agent(vae.to(memory_format=torch.channels_last).eval(), mdrnn.eval(), env)
+    n = Controller(z_dim=32, hidden_size=256).num_params
+    params = np.random.default_rng(2).normal(0, 0.3, (6, n))
+    tracks, noise = [31, 32, 31, 32, 33, 31], [1, 2, 1, 2, 3, 1]
+    settings = DriveSettings(max_steps=70, z="sample", early_stop_steps=30)
+    batched = drive(paper, params, tracks, settings, noise)
+    single = [drive(paper, params[i:i + 1], [tracks[i]], settings, [noise[i]])[0]
+              for i in range(6)]
+    assert batched == single
+    assert len({r.total_reward for r in batched}) > 3  # the candidates drive differently
 
 
 def test_z_sample_differs_from_z_mean_and_depends_on_its_noise_seed(agent):

@@ -36,6 +36,10 @@ class HardwareConfig:
     workers: int | None = None
     """Worker processes for environment work (collection, rollouts); null = one per CPU this
     process may use (`available_cpus`)."""
+    envs_per_worker: int = 16
+    """Environments one worker drives together in the real game: the rollouts of several
+    CMA-ES candidates, through V, M and C in one batch. Every computation is per sample, so
+    results do not depend on it; larger batches spread the models' per-call cost."""
     allow_tf32: bool = False
     """TF32 matmuls on CUDA: faster, less precise; some setups fail on it with
     CUBLAS_STATUS_NOT_INITIALIZED, hence off by default."""
@@ -62,12 +66,14 @@ class Hardware:
     workers: int
     threads: int
     backend: str = "local"
+    envs_per_worker: int = 16
     ray_address: str | None = None
 
     def describe(self) -> dict[str, object]:
         info: dict[str, object] = {
             "device": str(self.device),
             "workers": self.workers,
+            "envs_per_worker": self.envs_per_worker,
             "threads": self.threads,
             "backend": self.backend,
             "cpu_count": os.cpu_count(),
@@ -159,6 +165,8 @@ def setup(cfg: HardwareConfig) -> Hardware:
         torch.set_num_threads(cfg.threads)
     if cfg.workers is not None and cfg.workers < 1:
         raise HardwareError(f"hardware.workers={cfg.workers} must be >= 1 or null")
+    if cfg.envs_per_worker < 1:
+        raise HardwareError(f"hardware.envs_per_worker={cfg.envs_per_worker} must be >= 1")
     if cfg.task_deadline_s is not None and not cfg.task_deadline_s > 0:
         raise HardwareError(f"hardware.task_deadline_s={cfg.task_deadline_s} must be > 0 "
                             "(seconds) or null")
@@ -182,4 +190,5 @@ def setup(cfg: HardwareConfig) -> Hardware:
     pool.use_backend(pool.Backend(cfg.backend, cfg.ray_address, cpus=workers,
                                   task_deadline_s=cfg.task_deadline_s))
     return Hardware(device=device, workers=workers, threads=torch.get_num_threads(),
-                    backend=cfg.backend, ray_address=cfg.ray_address)
+                    backend=cfg.backend, ray_address=cfg.ray_address,
+                    envs_per_worker=cfg.envs_per_worker)

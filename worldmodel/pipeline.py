@@ -27,19 +27,24 @@ comes last and draws the last round (and every round's score, when there are sev
 from dataclasses import replace
 
 from worldmodel import layout
+from worldmodel.envs import IDENTICAL
 from worldmodel.layout import round_name
 from worldmodel.runner import Step
 from worldmodel.steps import collect, controller, encode, evaluate, figures, mdrnn, vae
 
 V, M, C, E = layout.VAE, layout.MDRNN, layout.CONTROLLER, layout.EVALUATE
 
+# The renderers that draw Gymnasium's frames stay out of a step's identity: either gives the
+# same results. A training renderer (env.renderer=lowres) draws other frames, so it enters
+# the keys of the steps that drive with it, collect and the controller's search.
+SAME_FRAMES = tuple(("env.renderer", renderer) for renderer in IDENTICAL)
+
 CHAIN: tuple[Step, ...] = (
     Step(
         "collect", collect.run,
         reads=("seed", "env", "collect"), config=collect.CollectConfig,
         writes=(f"{layout.COLLECT.EPISODES}/ep_*.npz", layout.COLLECT.DATASET),
-        not_in_identity=("env.renderer",),  # both renderers draw identical frames
-        added=(("collect.random_share", 1.0), ("collect.controller_noise", 0.0)),
+        added=(*SAME_FRAMES, ("collect.random_share", 1.0), ("collect.controller_noise", 0.0)),
     ),
     Step(
         "vae", vae.run, inputs=("collect",),
@@ -65,13 +70,13 @@ CHAIN: tuple[Step, ...] = (
         reads=("seed", "env", "controller"), config=controller.ControllerStepConfig,
         writes=(C.MODEL, C.MEAN_MODEL, C.SUMMARY, layout.METRICS, C.FIGURE, C.STATE,
                 C.STATE_INFO),
-        not_in_identity=("env.renderer",),
+        added=SAME_FRAMES,
     ),
     Step(
         "evaluate", evaluate.run, inputs=("vae", "mdrnn", "controller"),
         reads=("seed", "env", "evaluate"), config=evaluate.EvaluateConfig,
         writes=(E.RESULTS, E.HISTOGRAM, *(f"{name}.*" for name in E.VIDEOS)),
-        not_in_identity=("env.renderer",),
+        not_in_identity=("env.renderer",),  # it always drives identical frames (scoring_env)
     ),
 )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from worldmodel import durable, layout, seeding
+from worldmodel.envs import IDENTICAL
 from worldmodel.errors import StoreError
 from worldmodel.store import MANIFEST
 
@@ -144,6 +145,14 @@ def acting(action_repeat: int) -> str:
             else f"C acting every {action_repeat} frames (env.action_repeat)")
 
 
+def frames_of(renderer: str | None) -> str:
+    """Whose frames a renderer draws, for a protocol line."""
+    renderer = renderer or "fast"
+    kind = ("identical to Gymnasium's" if renderer in IDENTICAL
+            else "a training renderer's, not Gymnasium's")
+    return f"`{renderer}` frames ({kind})"
+
+
 def protocol_lines(name: str, entry: dict, config: dict) -> str:
     """One line saying how a step's numbers were made (vae_r1's as vae's: rows of one kind)."""
     name = layout.step_kind(name)
@@ -153,7 +162,8 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
     train = f"[{seeding.TRAIN_TRACKS.start}, 2^30)"
     if name == "collect":
         return (f"{fmt(c.get('episodes'))} episodes of up to {fmt(c.get('max_steps'))} frames, "
-                f"policy `{c.get('policy')}`, seed {seed}, tracks from the training range "
+                f"policy `{c.get('policy')}`, {frames_of(env.get('renderer'))}, seed {seed}, "
+                f"tracks from the training range "
                 f"{train}; {fmt(entry.get('frames'))} frames, exploration return "
                 f"{fmt(entry.get('mean_return'))} ± {fmt(entry.get('std_return'))}")
     if name == "vae":
@@ -183,14 +193,17 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
         return (f"mode `{c.get('mode')}`, CMA-ES population {fmt(c.get('population'))} × "
                 f"{fmt(c.get('rollouts'))} rollouts of up to {fmt(c.get('max_steps'))} frames, "
                 f"{fmt(c.get('generations'))} generations, sigma0 {fmt(c.get('sigma0'))}, "
-                f"z = {c.get('z')}; kept the {entry.get('best_source')} of generation "
+                f"z = {c.get('z')}, searching on {frames_of(env.get('renderer'))}; kept the "
+                f"{entry.get('best_source')} of generation "
                 f"{fmt(entry.get('best_generation'))}, score {fmt(entry.get('best_score'))} "
-                f"on {fmt(c.get('score_episodes'))} training-range tracks no generation drives")
+                f"on {fmt(c.get('score_episodes'))} training-range tracks no generation drives, "
+                f"on identical frames")
     if name == "evaluate":
         stock = env.get("max_steps") == 1000 and not env.get("domain_randomize")
         rules = "stock CarRacing-v3 rules" if stock else "NOT the stock CarRacing-v3 rules"
         return (f"{fmt(entry.get('episodes'))} episodes of up to {fmt(env.get('max_steps'))} "
-                f"frames ({rules}), {acting(env.get('action_repeat', 1))}, "
+                f"frames ({rules}), {frames_of(entry.get('renderer'))}, "
+                f"{acting(env.get('action_repeat', 1))}, "
                 f"no early stop, seed {seed}; evaluation tracks from "
                 f"[2^30, 2^31), never driven in training: "
                 f"{seed_range(entry.get('track_seeds') or [])}")

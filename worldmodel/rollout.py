@@ -2,7 +2,7 @@
 
 One step of the loop, for a batch of environments at once:
 
-    frame  -> preprocess -> V's encoder -> z      (q(z|x)'s mean, or a sample: controller.z)
+    frame  -> model frame -> V's encoder -> z      (q(z|x)'s mean, or a sample: controller.z)
     a      =  C([z, h])                           (steer tanh, gas (tanh + 1) / 2,
                                                    brake clip(tanh, 0, 1), as the original)
     h      <- M's LSTM after reading (z, a)       (M's predictions are not used here)
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from worldmodel import durable, layout
-from worldmodel.envs import EnvConfig, make_env, preprocess
+from worldmodel.envs import EnvConfig, make_env, to_model_frames
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.models import (
     MDRNN,
@@ -241,8 +241,7 @@ def drive(
         early_stopped = np.zeros(count, dtype=bool)
         live = list(range(count))
         while live:
-            frames = preprocess(np.stack([observations[i] for i in live]), agent.env.crop_hud,
-                                agent.env.frame_size)
+            frames = to_model_frames(np.stack([observations[i] for i in live]), agent.env)
             z = encode(agent.vae, frames, None if noise is None else [noise[i] for i in live])
             state = (h[:, live], c[:, live])
             zh = torch.cat([z, state[0][0]], dim=-1).unsqueeze(1)
@@ -306,10 +305,14 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def drive_task(job: int, params: np.ndarray, tracks: list[int], settings: DriveSettings,
-               noise_seeds: list[int] | None) -> list[Rollout]:
-    """One pool task: `drive` with the worker's models. `job` is the caller's bookkeeping."""
+               noise_seeds: list[int] | None, env: EnvConfig | None = None) -> list[Rollout]:
+    """One pool task: `drive` with the worker's models, in their environment or in `env`.
+    `job` is the caller's bookkeeping."""
+    agent = worker_agent()
+    if env is not None and env != agent.env:
+        agent = replace(agent, env=env)
     with one_torch_thread():
-        return drive(worker_agent(), params, tracks, settings, noise_seeds)
+        return drive(agent, params, tracks, settings, noise_seeds)
 
 
 class Job(NamedTuple):
@@ -322,14 +325,16 @@ class Job(NamedTuple):
 
 def drive_jobs(jobs: Sequence[Job], files: AgentFiles, settings: DriveSettings, workers: int,
                what: str, on_done: Callable[[int, list[Rollout]], None] | None = None,
-               ) -> list[list[Rollout]]:
+               env: EnvConfig | None = None) -> list[list[Rollout]]:
     """Run `jobs` on up to `workers` processes; returns each job's rollouts, in job order.
 
     on_done(job index, rollouts) is called as jobs finish (progress, saving partial work).
+    `env` drives them in another environment than `files.env` (the identical renderer that
+    scores, beside a training one) with the same workers and loaded models.
     A worker that dies raises WorkerDied (worldmodel.pool) instead of hanging.
     """
     results: list[list[Rollout] | None] = [None] * len(jobs)
-    tasks = ((index, job.params, job.tracks, settings, job.noise_seeds)
+    tasks = ((index, job.params, job.tracks, settings, job.noise_seeds, env)
              for index, job in enumerate(jobs))
     workers = max(1, min(workers, len(jobs)))
     for task, rollouts in run_tasks(drive_task, tasks, workers, what, initializer=init_worker,

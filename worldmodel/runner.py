@@ -63,9 +63,10 @@ class Step:
     not_in_identity: tuple[str, ...] = ()
     """Dotted keys in the slice that change speed, not results (e.g. env.renderer)."""
     added: tuple[tuple[str, Any], ...] = ()
-    """(dotted key, value) of settings added after the step's first results, with the value
-    that computes what it computed before them: at that value a setting stays out of the
-    identity, so results stored before it existed keep their keys."""
+    """(dotted key, value) pairs that stay out of the identity while the key holds that value:
+    a setting added after the step's first results, at the value that computes what the step
+    computed before it (results stored before it existed keep their keys); or each of several
+    values that compute the same results (env.renderer fast and stock)."""
     kind: str = ""
     """The step function's own name ("vae" for the row vae_r2); "" means `name`. Steps find
     their inputs by kind (StepContext.input), so one function serves every round."""

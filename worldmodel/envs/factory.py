@@ -16,8 +16,9 @@ Rules inherited from Gymnasium (<= 1.4) that later steps rely on:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -26,11 +27,16 @@ from gymnasium.wrappers import TimeLimit
 
 from worldmodel.config import at_least, one_of, require
 from worldmodel.envs.fast_car_racing import FastCarRacing
+from worldmodel.envs.lowres_car_racing import LowResCarRacing
 
 FRAME_SIZE = 96  # CarRacing observations are FRAME_SIZE x FRAME_SIZE x 3 uint8
 HUD_ROWS = 12  # the dashboard strip: 100 of the 800 window rows, i.e. 12 of the 96 frame rows
 ZOOM_FRAMES = 50  # the first observations (reset's included) that can show the zoom-in
-RENDERERS = {"fast": FastCarRacing, "stock": CarRacing}
+RENDERERS = {"fast": FastCarRacing, "stock": CarRacing, "lowres": LowResCarRacing}
+# Renderers whose frames are Gymnasium's, bit for bit: the only ones that may score.
+IDENTICAL = ("fast", "stock")
+# Renderers whose observations are already the models' frames (no preprocess).
+DRAWS_MODEL_FRAMES = ("lowres",)
 SOLVED = 900.0  # CarRacing-v0's "solved" threshold (mean over 100 episodes), the paper's bar
 
 
@@ -38,7 +44,9 @@ SOLVED = 900.0  # CarRacing-v0's "solved" threshold (mean over 100 episodes), th
 class EnvConfig:
     """CarRacing-v3 options (the `env` config group)."""
 
-    # "fast" (FastCarRacing: bit-identical frames, over 2x the steps/s) or "stock" (Gymnasium's).
+    # "fast" (FastCarRacing: bit-identical frames, over 2x the steps/s), "stock" (Gymnasium's),
+    # or "lowres" (LowResCarRacing: draws the model frame directly, not identical; it trains,
+    # and scoring always switches to "fast": see `scoring_env`).
     renderer: str = "fast"
     # New random road, background and grass colours at every reset.
     domain_randomize: bool = False
@@ -64,21 +72,50 @@ class EnvConfig:
     action_repeat: int = 1
 
     def __post_init__(self) -> None:
-        require([*one_of("env.renderer", self.renderer, RENDERERS),
-                 *at_least("env", self, ("max_steps", "frame_size", "action_repeat"))])
+        problems = [*one_of("env.renderer", self.renderer, RENDERERS),
+                    *at_least("env", self, ("max_steps", "frame_size", "action_repeat"))]
+        if self.renderer in DRAWS_MODEL_FRAMES and not (self.crop_hud
+                                                        and self.frame_size < FRAME_SIZE):
+            problems.append(f"env.renderer={self.renderer} draws the dashboard-free view at "
+                            f"the models' size: it needs env.crop_hud=true and env.frame_size "
+                            f"< {FRAME_SIZE} (got {self.crop_hud}, {self.frame_size}); use "
+                            "env.renderer=fast for other frames")
+        require(problems)
+
+
+def scoring_env(cfg: EnvConfig) -> EnvConfig:
+    """The environment that scores: `cfg` itself if its frames are Gymnasium's, else the same
+    game on the identical "fast" renderer. A training renderer never produces a score."""
+    return cfg if cfg.renderer in IDENTICAL else replace(cfg, renderer="fast")
+
+
+def car_racing(renderer: str = "fast", **options: Any) -> CarRacing:
+    """A bare CarRacing of the named renderer (no wrappers); `options` are CarRacing's, plus
+    `frame_size` for a renderer that draws model frames. The entry point that Gymnasium's
+    registry builds "worldmodel/CarRacing-v3" with (registration.py)."""
+    if renderer not in RENDERERS:
+        raise ValueError(f"renderer={renderer!r} is not one of {', '.join(RENDERERS)}")
+    if renderer not in DRAWS_MODEL_FRAMES and "frame_size" in options:
+        raise ValueError(f"frame_size is for the renderers that draw model frames "
+                         f"({', '.join(DRAWS_MODEL_FRAMES)}), not {renderer!r}")
+    return RENDERERS[renderer](**options)
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gymnasium.Env:
     """Build CarRacing (continuous actions) with the chosen renderer and a `max_steps` TimeLimit.
 
     `render_mode` is CarRacing's: None, "rgb_array" (600x400 frames from `render()`),
-    "state_pixels" or "human". Observations are always the 96x96 state frames.
+    "state_pixels" or "human". Observations are the 96x96 state frames, or the models'
+    frames with a renderer that draws them (`to_model_frames` takes either).
     """
-    env = RENDERERS[cfg.renderer](
+    options = {"frame_size": cfg.frame_size} if cfg.renderer in DRAWS_MODEL_FRAMES else {}
+    env = car_racing(
+        cfg.renderer,
         render_mode=render_mode,
         lap_complete_percent=cfg.lap_complete_percent,
         domain_randomize=cfg.domain_randomize,
         continuous=True,
+        **options,
     )
     return ActionRepeat(TimeLimit(env, max_episode_steps=cfg.max_steps), cfg.action_repeat)
 
@@ -164,3 +201,16 @@ def preprocess(frames: np.ndarray, crop_hud: bool, size: int = 64) -> np.ndarray
     resized = np.tensordot(row_resized, cols, axes=([2], [1])).transpose(0, 1, 3, 2)
     resized = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
     return resized.reshape(batch_shape + (size, size, channels))
+
+
+def to_model_frames(observations: np.ndarray, cfg: EnvConfig) -> np.ndarray:
+    """What the models see of observations of `make_env(cfg)`: (..., 96, 96, 3) state frames
+    preprocessed, or the frames themselves where the renderer draws model frames."""
+    if cfg.renderer not in DRAWS_MODEL_FRAMES:
+        return preprocess(observations, cfg.crop_hud, cfg.frame_size)
+    frames = np.asarray(observations)
+    if frames.dtype != np.uint8 or frames.shape[-3:] != (cfg.frame_size, cfg.frame_size, 3):
+        raise ValueError(f"expected uint8 model frames of shape (..., {cfg.frame_size}, "
+                         f"{cfg.frame_size}, 3) from env.renderer={cfg.renderer}, got "
+                         f"{frames.dtype} {frames.shape}")
+    return frames

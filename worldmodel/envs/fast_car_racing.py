@@ -127,19 +127,21 @@ def grass_quads() -> list[list[tuple[float, float]]]:
 
 
 def visible_screen_quads(
-    quads: np.ndarray, zoom: float, translation: tuple[float, float], angle: float
+    quads: np.ndarray, zoom: float, translation: tuple[float, float], angle: float,
+    low: np.ndarray = CULL_LOW, high: np.ndarray = CULL_HIGH,
 ) -> tuple[list[int], list[list[list[float]]]]:
     """Transform (2, 4, N) world quads to screen space and cull them as the stock code does.
 
     A quad is kept when any of its vertices lies in the window grown by MAX_SHAPE_DIM on every
-    side, tested on the rotated, zoomed and translated coordinates like `_draw_colored_polygon`.
-    Returns the kept indices (ascending, i.e. drawing order) and their screen vertices as Python
-    floats, the form the stock code hands to gfxdraw.
+    side, tested on the rotated, zoomed and translated coordinates like `_draw_colored_polygon`
+    (`low` and `high` give the box for a surface of another size). Returns the kept indices
+    (ascending, i.e. drawing order) and their screen vertices as Python floats, the form the
+    stock code hands to gfxdraw.
     """
     screen = rotate_like_pygame(quads, angle) * zoom
     screen[0] += translation[0]
     screen[1] += translation[1]
-    inside = (screen >= CULL_LOW) & (screen <= CULL_HIGH)
+    inside = (screen >= low) & (screen <= high)
     vertex_inside = inside[0] & inside[1]
     kept = np.flatnonzero(vertex_inside[0] | vertex_inside[1] | vertex_inside[2] | vertex_inside[3])
     return kept.tolist(), screen[:, :, kept].transpose(2, 1, 0).tolist()

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from worldmodel.envs.factory import preprocess
+from worldmodel.envs.factory import FRAME_SIZE, preprocess
 
 ACTION_LOW = np.array([-1.0, 0.0, 0.0], dtype=np.float32)
 ACTION_HIGH = np.array([1.0, 1.0, 1.0], dtype=np.float32)
@@ -169,8 +169,13 @@ class RandomControllerPolicy(Policy):
         self._bias = self.rng.normal(0.0, weight_std, 3).astype(np.float32)
 
     def encode(self, observation: np.ndarray) -> np.ndarray:
-        """The untrained-encoder features of one 96x96x3 uint8 frame."""
-        frame = preprocess(observation, self.crop_hud, self.frame_size)
+        """The untrained-encoder features of one uint8 frame: a 96x96x3 state frame, or one
+        that a renderer drew at the models' size (env.renderer=lowres)."""
+        model_shape = (self.frame_size, self.frame_size, 3)
+        if observation.shape == model_shape and model_shape[0] < FRAME_SIZE:
+            frame = observation
+        else:
+            frame = preprocess(observation, self.crop_hud, self.frame_size)
         pixels = frame.reshape(-1).astype(np.float32) / 127.5 - 1.0
         return pixels @ self._projection
 

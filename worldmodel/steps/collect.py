@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from worldmodel import durable, layout, seeding
 from worldmodel.config import at_least, one_of, require
-from worldmodel.envs import POLICIES, EnvConfig, make_env, make_policy, preprocess
+from worldmodel.envs import POLICIES, EnvConfig, make_env, make_policy, to_model_frames
 from worldmodel.episodes import (
     DamagedEpisode,
     Episode,
@@ -120,7 +120,7 @@ def collect_episode(
     finally:
         env.close()
     episode = Episode(
-        frames=preprocess(np.stack(frames), env_cfg.crop_hud, env_cfg.frame_size),
+        frames=to_model_frames(np.stack(frames), env_cfg),
         actions=np.stack(actions).astype(np.float32),
         rewards=np.asarray(rewards, dtype=np.float32),
         terminated=bool(terminated),
@@ -153,7 +153,7 @@ def drive_episode(index: int, seed: int, flat: np.ndarray, settings: DriveSettin
         drive(agent, flat[None], [track], settings, noise, on_step=record)
     terminated = bool(ends.get("terminated", False))
     episode = Episode(
-        frames=preprocess(np.stack(frames), agent.env.crop_hud, agent.env.frame_size),
+        frames=to_model_frames(np.stack(frames), agent.env),
         actions=np.stack(actions).astype(np.float32),
         rewards=np.asarray(rewards, dtype=np.float32),
         terminated=terminated,

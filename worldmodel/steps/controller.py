@@ -68,7 +68,7 @@ import numpy as np
 
 from worldmodel import dream, durable, layout, seeding
 from worldmodel.config import at_least, one_of
-from worldmodel.envs import EnvConfig
+from worldmodel.envs import EnvConfig, scoring_env
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.evolution import (
     Evaluation,
@@ -218,22 +218,29 @@ def score_tracks(seed: int, episodes: int) -> list[int]:
 
 
 def drive_mean_returns(candidates: np.ndarray, tracks: list[int], noise: list[int],
-                       files: AgentFiles, settings: DriveSettings, workers: int, batch: int,
-                       what: str) -> Evaluation:
-    """Each candidate drives every track; episodes go to workers in batches of `batch`."""
+                       files: AgentFiles, settings: DriveSettings, workers: int,
+                       envs_per_worker: int, what: str, env: EnvConfig | None = None,
+                       ) -> Evaluation:
+    """Each candidate drives every track; returns each candidate's mean return.
+
+    The episodes (candidate by candidate, track by track) go to the workers in jobs of up to
+    `envs_per_worker`, several candidates per job, and at least one job per worker. A job is
+    one batch through V, M and C, computed per sample, so the returns do not depend on how
+    episodes are grouped (tests: test_controller_step.py, and test_rollout.py at paper size).
+    `env` drives them in another environment than `files.env` (the scoring one).
+    """
+    episodes = [(c, t) for c in range(len(candidates)) for t in range(len(tracks))]
+    size = max(1, min(envs_per_worker, -(-len(episodes) // max(1, workers))))
     jobs = []
-    for x in candidates:
-        for start in range(0, len(tracks), batch):
-            chunk = slice(start, start + batch)
-            count = len(tracks[chunk])
-            jobs.append(Job(np.repeat(x[None], count, axis=0), tracks[chunk], noise[chunk]))
-    results = drive_jobs(jobs, files, settings, workers, what)
-    per_job = len(jobs) // len(candidates)
-    returns = np.array([
-        np.mean([r.total_reward for job in results[i * per_job:(i + 1) * per_job] for r in job])
-        for i in range(len(candidates))
-    ])
-    return Evaluation(returns, sum(r.steps for job in results for r in job))
+    for start in range(0, len(episodes), size):
+        chunk = episodes[start:start + size]
+        jobs.append(Job(np.stack([candidates[c] for c, _ in chunk]),
+                        [tracks[t] for _, t in chunk], [noise[t] for _, t in chunk]))
+    results = drive_jobs(jobs, files, settings, workers, what, env=env)
+    rollouts = [r for job in results for r in job]
+    returns = np.array([r.total_reward for r in rollouts]).reshape(len(candidates), len(tracks))
+    return Evaluation(np.array([np.mean(row) for row in returns]),
+                      sum(r.steps for r in rollouts))
 
 
 def real_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles) -> FitnessFn:
@@ -244,20 +251,25 @@ def real_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles) 
         # The same z noise for every candidate too: it is part of the common random numbers.
         noise = [ctx.derive_seed("z", generation, r) for r in range(params.rollouts)]
         return drive_mean_returns(candidates, tracks, noise, files, settings,
-                                  ctx.hardware.workers, params.rollouts,
+                                  ctx.hardware.workers, ctx.hardware.envs_per_worker,
                                   f"evaluating generation {generation}")
 
     return fitness
 
 
 def real_score(ctx: StepContext, params: ControllerParams, files: AgentFiles) -> ScoreFn:
+    """Scores in the real game, always on frames identical to Gymnasium's: with a training
+    renderer (env.renderer=lowres) the search draws its own frames, and the kept controller
+    is still the one that drives best on the frames it is evaluated on."""
     settings = DriveSettings(params.max_steps, params.z, early_stop_steps=None)
     tracks = score_tracks(ctx.seed, params.score_episodes)
     noise = [ctx.derive_seed("score", "z", e) for e in range(params.score_episodes)]
+    env = scoring_env(files.env)
 
     def score(candidates: np.ndarray) -> Evaluation:
         return drive_mean_returns(candidates, tracks, noise, files, settings,
-                                  ctx.hardware.workers, params.rollouts, "scoring controllers")
+                                  ctx.hardware.workers, ctx.hardware.envs_per_worker,
+                                  "scoring controllers", env=env)
 
     return score
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from worldmodel import durable, layout, seeding
 from worldmodel.config import at_least, require
-from worldmodel.envs import SOLVED, EnvConfig
+from worldmodel.envs import SOLVED, EnvConfig, scoring_env
 from worldmodel.figures import evaluate as evaluate_figures
 from worldmodel.pool import run_tasks, task_deadline
 from worldmodel.rollout import (
@@ -233,7 +233,11 @@ def pick_videos(rows: list[dict]) -> dict[str, int]:
 def run(ctx: StepContext) -> dict:
     cfg: EvaluateConfig = ctx.config
     params = cfg.evaluate
-    files = stored_agent(ctx.input("vae").path, ctx.input("mdrnn").path, cfg.env)
+    env = scoring_env(cfg.env)  # a training renderer (env.renderer=lowres) never scores
+    if env != cfg.env:
+        ctx.log.info("evaluate: driving on the identical %s renderer, not the training "
+                     "renderer %s", env.renderer, cfg.env.renderer)
+    files = stored_agent(ctx.input("vae").path, ctx.input("mdrnn").path, env)
     flat, z_mode = kept_controller(ctx.input("controller").path, files)
     if cfg.env.max_steps != STOCK_MAX_STEPS or cfg.env.domain_randomize:
         ctx.log.warning("env.max_steps=%d, env.domain_randomize=%s: not the stock CarRacing-v3 "
@@ -270,7 +274,7 @@ def run(ctx: StepContext) -> dict:
                    on_done=finished)
 
     rows = [done[i] for i in range(params.episodes)]
-    summary = summarize(rows)
+    summary = {**summarize(rows), "renderer": env.renderer}
     picks = pick_videos(rows)
     durable.write_json(ctx.dir / FILES.RESULTS, {**summary, "z": z_mode, "videos": picks,
                                           "episode_results": rows})
