@@ -65,7 +65,7 @@ def latent_means(vae: VAE, frames: np.ndarray, batch: int = 256) -> np.ndarray:
 def measure(vae_path: str, seeds: int, steps: int, policy: str, action_repeat: int) -> dict:
     identical, lowres, lengths = paired_frames(seeds, steps, policy, action_repeat)
     pixels = np.abs(identical.astype(np.int16) - lowres.astype(np.int16))
-    vae = load_model(VAE, vae_path, "the VAE").eval()
+    vae = load_model(VAE, vae_path, "the VAE").to(memory_format=torch.channels_last).eval()
     z_identical, z_lowres = latent_means(vae, identical), latent_means(vae, lowres)
     gap = np.linalg.norm(z_identical - z_lowres, axis=1)
     starts = np.cumsum([0, *lengths[:-1]])

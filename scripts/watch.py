@@ -23,13 +23,14 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pygame
 
 from worldmodel import layout, seeding
-from worldmodel.envs import RENDERERS, EnvConfig
+from worldmodel.envs import IDENTICAL, EnvConfig
 from worldmodel.errors import WorldModelError
 from worldmodel.rollout import (
     Agent,
@@ -125,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--track", type=int, help="drive this track seed only")
     parser.add_argument("--record", type=Path, help="write the episode to a .mp4 or .gif")
     parser.add_argument("--max-steps", type=int, help="stop episodes sooner")
-    parser.add_argument("--renderer", choices=sorted(RENDERERS), default="fast")
+    parser.add_argument("--renderer", choices=IDENTICAL, default="fast",
+                        help="identical renderers only: the episode is the evaluated one")
     args = parser.parse_args(argv)
     if args.run_dir is None and not all(getattr(args, step) for step in NEEDED):
         parser.error("give a run directory, or --vae, --mdrnn and --controller")
     try:
         paths = find_results(args.run_dir, {step: getattr(args, step) for step in NEEDED})
         env, z_mode, seed = trained_settings(paths["controller"])
-        env.renderer = args.renderer
+        env = replace(env, renderer=args.renderer)
         files = AgentFiles(str(paths["vae"] / "model.pt"), str(paths["mdrnn"] / "model.pt"),
                            env)
         agent = load_agent(files)

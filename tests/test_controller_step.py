@@ -466,10 +466,10 @@ def test_returns_do_not_depend_on_how_episodes_are_grouped_into_jobs(tmp_path, m
     monkeypatch.setattr(controller_step, "drive_jobs", spy)
     results = [controller_step.drive_mean_returns(candidates, [7, 8], [1, 2], files, settings,
                                                   workers, per_worker, "test")
-               for workers, per_worker in ((1, 1), (1, 16), (2, 16), (1, 4))]
-    # One episode per job; all six in one; at least one job per worker; several candidates
-    # per job, one of them split across two jobs.
-    assert sizes == [[1] * 6, [6], [3, 3], [4, 2]]
+               for workers, per_worker in ((1, 1), (1, 16), (2, 16), (1, 4), (5, 16))]
+    # One episode per job; all six in one; a job per worker; several candidates per job, one
+    # of them split across two jobs; more workers than pairs of episodes: one job for each.
+    assert sizes == [[1] * 6, [6], [3, 3], [3, 3], [2, 1, 1, 1, 1]]
     for result in results[1:]:
         assert np.array_equal(result.returns, results[0].returns)
         assert result.env_steps == results[0].env_steps

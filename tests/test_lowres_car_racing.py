@@ -4,16 +4,21 @@ Covers: the game is the stock one (same rewards, termination and physics as the 
 renderer, for the same seeds and actions), only the pixels differ and by little; its
 observations are model frames that `to_model_frames` passes through; it refuses settings it
 cannot draw; scoring always switches to an identical renderer; it enters the keys of the steps
-that drive with it (test_collect.py), and the identical renderers do not; all three are in
-Gymnasium's registry, and the default one is Gymnasium's CarRacing-v3 frame for frame.
+that drive with it, and the identical renderers do not; Gymnasium makes each renderer by the
+registered id, whose default is Gymnasium's CarRacing-v3 frame for frame.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import gymnasium
 import numpy as np
 import pytest
 
+from tests.conftest import compose_config
+from worldmodel import pipeline
+from worldmodel.config import drop_keys
 from worldmodel.envs import (
     ENV_ID,
     EnvConfig,
@@ -25,6 +30,8 @@ from worldmodel.envs import (
     to_model_frames,
 )
 from worldmodel.errors import ConfigError
+from worldmodel.runner import Runner
+from worldmodel.store import Store
 
 
 def drive_both(seed: int, steps: int) -> tuple[list, list]:
@@ -58,7 +65,7 @@ def test_the_game_is_the_stock_one_and_only_pixels_differ_a_little():
         model_frame = preprocess(fast_obs, crop_hud=True).astype(int)
         differences.append(np.abs(model_frame - low_obs.astype(int)))
     differences = np.stack(differences)
-    # Measured ~0.35 mean and ~10 at the 99th percentile (docs/benchmarks.md); a wrong
+    # Measured ~0.4 mean and ~12 at the 99th percentile (docs/benchmarks.md); a wrong
     # camera, a flipped frame, a missing colour offset or an uncleared surface gives 1 to 30.
     assert differences.mean() < 0.8
     assert np.percentile(differences, 99) < 25
@@ -116,3 +123,24 @@ def test_the_registered_default_is_gymnasiums_car_racing_frame_for_frame():
         assert np.array_equal(a[0], b[0]) and a[1:4] == b[1:4]
     with pytest.raises(ValueError, match="frame_size"):
         gymnasium.make(ENV_ID, renderer="fast", frame_size=48)
+
+
+def test_only_the_training_renderer_enters_the_keys_of_the_steps_that_draw_with_it():
+    def keys(renderer: str) -> dict[str, str]:
+        cfg = compose_config(["data=tiny", "hardware=cpu", f"env.renderer={renderer}",
+                              "iterations=2"])
+        runner = Runner(pipeline.table(2), cfg, None, Store("/nonexistent"), Path("/x"))
+        return {name: key for name, (key, _) in runner.keys().items()}
+
+    fast, stock, lowres = keys("fast"), keys("stock"), keys("lowres")
+    assert fast == stock
+    # Collect and the controller's search draw frames; everything downstream of collect then
+    # moves, but evaluate's own slice does not: only its inputs' keys do.
+    assert all(lowres[name] != fast[name] for name in fast if name != "figures")
+    swapped = compose_config(["data=tiny", "hardware=cpu", "env.renderer=lowres"])
+    evaluate_row = next(step for step in pipeline.STEPS if step.name == "evaluate")
+    controller_row = next(step for step in pipeline.STEPS if step.name == "controller")
+    assert "renderer" not in drop_keys(evaluate_row.config_slice(swapped),
+                                       evaluate_row.not_in_identity, evaluate_row.added)["env"]
+    assert drop_keys(controller_row.config_slice(swapped), controller_row.not_in_identity,
+                     controller_row.added)["env"]["renderer"] == "lowres"

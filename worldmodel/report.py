@@ -202,7 +202,7 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
         stock = env.get("max_steps") == 1000 and not env.get("domain_randomize")
         rules = "stock CarRacing-v3 rules" if stock else "NOT the stock CarRacing-v3 rules"
         return (f"{fmt(entry.get('episodes'))} episodes of up to {fmt(env.get('max_steps'))} "
-                f"frames ({rules}), {frames_of(entry.get('renderer'))}, "
+                f"frames ({rules}), {frames_of(entry.get('renderer') or env.get('renderer'))}, "
                 f"{acting(env.get('action_repeat', 1))}, "
                 f"no early stop, seed {seed}; evaluation tracks from "
                 f"[2^30, 2^31), never driven in training: "

@@ -214,7 +214,7 @@ class FastCarRacing(CarRacing):
         return self._hud_text
 
     def state_frame(self) -> np.ndarray:
-        """The 96x96 observation of the current state (what step() returns when it draws)."""
+        """The observation of the current state (what step() returns when it draws)."""
         return self._render("state_pixels")
 
     def _render(self, mode: str) -> Any:

@@ -170,7 +170,7 @@ class RandomControllerPolicy(Policy):
 
     def encode(self, observation: np.ndarray) -> np.ndarray:
         """The untrained-encoder features of one uint8 frame: a 96x96x3 state frame, or one
-        that a renderer drew at the models' size (env.renderer=lowres)."""
+        that a renderer drew at the models' size (env.renderer=lowres, frame_size < 96)."""
         model_shape = (self.frame_size, self.frame_size, 3)
         if observation.shape == model_shape and model_shape[0] < FRAME_SIZE:
             frame = observation
@@ -201,6 +201,15 @@ def make_policy(name: str, rng: np.random.Generator, **options: Any) -> Policy:
         valid = ", ".join(repr(known) for known in POLICIES)
         raise ValueError(f"unknown exploration policy {name!r}; valid choices: {valid}")
     return policy_class(rng, **options)
+
+
+def collection_policy(name: str, rng: np.random.Generator, crop_hud: bool, frame_size: int
+                      ) -> Policy:
+    """`make_policy` for driving an environment with these frame settings (env.crop_hud,
+    env.frame_size): the policies that look at frames see them as the models do."""
+    options = ({"crop_hud": crop_hud, "frame_size": frame_size}
+               if POLICIES.get(name) is RandomControllerPolicy else {})
+    return make_policy(name, rng, **options)
 
 
 def measure_policy(

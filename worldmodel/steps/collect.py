@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from worldmodel import durable, layout, seeding
 from worldmodel.config import at_least, one_of, require
-from worldmodel.envs import POLICIES, EnvConfig, make_env, make_policy, to_model_frames
+from worldmodel.envs import POLICIES, EnvConfig, make_env, to_model_frames
+from worldmodel.envs.policies import collection_policy
 from worldmodel.episodes import (
     DamagedEpisode,
     Episode,
@@ -101,7 +102,9 @@ def collect_episode(
     """Drive one episode with the exploration policy and write it; runs in a worker."""
     env = make_env(env_cfg)
     try:
-        policy = make_policy(params.policy, seeding.generator(seed, "collect", index, "policy"))
+        policy = collection_policy(params.policy,
+                                   seeding.generator(seed, "collect", index, "policy"),
+                                   env_cfg.crop_hud, env_cfg.frame_size)
         obs, _ = env.reset(seed=seeding.train_track(seed, "collect", index))
         frames, actions, rewards = [obs], [], []
         terminated = truncated = lap_finished = False

@@ -224,18 +224,19 @@ def drive_mean_returns(candidates: np.ndarray, tracks: list[int], noise: list[in
     """Each candidate drives every track; returns each candidate's mean return.
 
     The episodes (candidate by candidate, track by track) go to the workers in jobs of up to
-    `envs_per_worker`, several candidates per job, and at least one job per worker. A job is
+    `envs_per_worker`, several candidates per job, at least one job per worker where there
+    are enough episodes, and job sizes differ by one at most. A job is
     one batch through V, M and C, computed per sample, so the returns do not depend on how
     episodes are grouped (tests: test_controller_step.py, and test_rollout.py at paper size).
     `env` drives them in another environment than `files.env` (the scoring one).
     """
     episodes = [(c, t) for c in range(len(candidates)) for t in range(len(tracks))]
-    size = max(1, min(envs_per_worker, -(-len(episodes) // max(1, workers))))
+    count = max(min(workers, len(episodes)), -(-len(episodes) // envs_per_worker))
     jobs = []
-    for start in range(0, len(episodes), size):
-        chunk = episodes[start:start + size]
-        jobs.append(Job(np.stack([candidates[c] for c, _ in chunk]),
-                        [tracks[t] for _, t in chunk], [noise[t] for _, t in chunk]))
+    for chunk in np.array_split(np.arange(len(episodes)), count):
+        pairs = [episodes[i] for i in chunk]
+        jobs.append(Job(np.stack([candidates[c] for c, _ in pairs]),
+                        [tracks[t] for _, t in pairs], [noise[t] for _, t in pairs]))
     results = drive_jobs(jobs, files, settings, workers, what, env=env)
     rollouts = [r for job in results for r in job]
     returns = np.array([r.total_reward for r in rollouts]).reshape(len(candidates), len(tracks))
