@@ -181,6 +181,7 @@ def dies(x: int) -> int:
     os._exit(1)
 
 
+@pytest.mark.slow  # ~35 s; the local pool's dying worker is in the default suite
 def test_a_dying_actor_raises_worker_died(ray_instance):
     started = time.monotonic()
     with pytest.raises(WorkerDied, match="while testing"):
