@@ -71,7 +71,7 @@ def alive(pid: int) -> bool:
     """Whether a process runs (a zombie waiting for its parent to reap it does not)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] not in "ZX"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read
         return False
 
 
