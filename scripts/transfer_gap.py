@@ -27,23 +27,20 @@ from omegaconf import OmegaConf
 from worldmodel import durable, layout
 from worldmodel.config import config_slice
 from worldmodel.envs import RENDERERS, EnvConfig
+from worldmodel.report import of_kind
 from worldmodel.rollout import DriveSettings, Job, drive_jobs, kept_controller, stored_agent
 from worldmodel.steps.evaluate import noise_seeds
 
 EPISODES_PER_JOB = 10
 
 
-def last_round(summary: dict) -> int:
-    rounds = [layout.step_round(name) for name in summary if layout.step_kind(name) == "evaluate"]
-    if not rounds:
-        raise SystemExit("error: the run has no evaluate result; run the evaluate step first")
-    return max(rounds)
-
-
 def measure(run: Path, round_: int | None, renderer: str, workers: int) -> dict:
     summary = durable.read_json(run / "summary.json")
     config = OmegaConf.create(yaml.safe_load((run / ".hydra" / "config.yaml").read_text()))
-    k = last_round(summary) if round_ is None else round_
+    evaluated = of_kind(summary, "evaluate")
+    if not evaluated:
+        raise SystemExit("error: the run has no evaluate result; run the evaluate step first")
+    k = layout.step_round(evaluated[-1][0]) if round_ is None else round_
     paths = {}
     for kind in ("vae", "mdrnn", "controller", "evaluate"):
         entry = summary.get(layout.round_name(kind, k))

@@ -59,6 +59,10 @@ PYGAME_VECTOR_EPSILON = 1e-6
 CULL_LOW = np.array([-MAX_SHAPE_DIM, -MAX_SHAPE_DIM]).reshape(2, 1, 1)
 CULL_HIGH = np.array([WINDOW_W + MAX_SHAPE_DIM, WINDOW_H + MAX_SHAPE_DIM]).reshape(2, 1, 1)
 
+# The background polygon: the whole playfield.
+PLAYFIELD_CORNERS = [(PLAYFIELD, PLAYFIELD), (PLAYFIELD, -PLAYFIELD), (-PLAYFIELD, -PLAYFIELD),
+                     (-PLAYFIELD, PLAYFIELD)]
+
 HUD_FONT_SIZE = 42
 HUD_TEXT_COLOR = (255, 255, 255)
 HUD_TEXT_BACKGROUND = (0, 0, 0)
@@ -178,27 +182,42 @@ class FastCarRacing(CarRacing):
             self._road_colors = [color for _, color in self.road_poly]
         return created
 
-    def _render_road(self, zoom: float, translation: tuple[float, float], angle: float) -> None:
-        field = [
-            (PLAYFIELD, PLAYFIELD),
-            (PLAYFIELD, -PLAYFIELD),
-            (-PLAYFIELD, -PLAYFIELD),
-            (-PLAYFIELD, PLAYFIELD),
-        ]
-        # The background is one polygon that is never culled: the stock per-vertex path is cheap.
-        self._draw_colored_polygon(
-            self.surf, field, self.bg_color, zoom, translation, angle, clip=False
-        )
+    def _camera(self) -> tuple[float, tuple[float, float], float]:
+        """Stock's view of the car: zoom (zooming in during the first simulated second),
+        translation and angle, in window pixels."""
+        assert self.car is not None
+        angle = -self.car.hull.angle
+        zoom = 0.1 * SCALE * max(1 - self.t, 0) + ZOOM * SCALE * min(self.t, 1)
+        scroll_x = -(self.car.hull.position[0]) * zoom
+        scroll_y = -(self.car.hull.position[1]) * zoom
+        trans = pygame.math.Vector2((scroll_x, scroll_y)).rotate_rad(angle)
+        return zoom, (WINDOW_W / 2 + trans[0], WINDOW_H / 4 + trans[1]), angle
 
+    def _draw_background(self, surface: pygame.Surface, zoom: float,
+                         translation: tuple[float, float], angle: float) -> None:
+        # One polygon that is never culled: the stock per-vertex path is cheap.
+        self._draw_colored_polygon(surface, PLAYFIELD_CORNERS, self.bg_color, zoom, translation,
+                                   angle, clip=False)
+
+    def _road_polygons(self, zoom: float, translation: tuple[float, float], angle: float,
+                       low: np.ndarray = CULL_LOW, high: np.ndarray = CULL_HIGH,
+                       ) -> list[tuple[list[list[float]], Any]]:
+        """(screen quad, colour) of every visible grass square and road quad, in the stock
+        drawing order; `low` and `high` cull for a surface of another size. Tile colours are
+        read now: the contact listener recolours a tile in place when it is touched."""
         grass_count = len(self._grass_quads)
-        kept, quads = visible_screen_quads(self._quads, zoom, translation, angle)
+        kept, quads = visible_screen_quads(self._quads, zoom, translation, angle, low, high)
         visible_grass = bisect.bisect_left(kept, grass_count)
         road_colors = [self._road_colors[i - grass_count] for i in kept[visible_grass:]]
         if road_colors:
             # Stock draws road quads in int(channel) colours; astype truncates the same way.
             road_colors = np.array(road_colors).astype(np.int64).tolist()
         colors = [self.grass_color] * visible_grass + road_colors
-        for quad, color in zip(quads, colors, strict=True):
+        return list(zip(quads, colors, strict=True))
+
+    def _render_road(self, zoom: float, translation: tuple[float, float], angle: float) -> None:
+        self._draw_background(self.surf, zoom, translation, angle)
+        for quad, color in self._road_polygons(zoom, translation, angle):
             gfxdraw.aapolygon(self.surf, quad, color)
             gfxdraw.filled_polygon(self.surf, quad, color)
 
@@ -238,15 +257,7 @@ class FastCarRacing(CarRacing):
         # A fresh surface, as stock: measured faster than clearing a kept one with fill().
         self.surf = pygame.Surface((WINDOW_W, WINDOW_H))
 
-        assert self.car is not None
-        angle = -self.car.hull.angle
-        # The camera zooms in during the first simulated second.
-        zoom = 0.1 * SCALE * max(1 - self.t, 0) + ZOOM * SCALE * min(self.t, 1)
-        scroll_x = -(self.car.hull.position[0]) * zoom
-        scroll_y = -(self.car.hull.position[1]) * zoom
-        trans = pygame.math.Vector2((scroll_x, scroll_y)).rotate_rad(angle)
-        trans = (WINDOW_W / 2 + trans[0], WINDOW_H / 4 + trans[1])
-
+        zoom, trans, angle = self._camera()
         self._render_road(zoom, trans, angle)
         self.car.draw(
             self.surf, zoom, trans, angle, mode not in ["state_pixels_list", "state_pixels"]
