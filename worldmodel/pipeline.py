@@ -36,7 +36,8 @@ V, M, C, E = layout.VAE, layout.MDRNN, layout.CONTROLLER, layout.EVALUATE
 
 # The renderers that draw Gymnasium's frames stay out of a step's identity: either gives the
 # same results. A training renderer (env.renderer=lowres) draws other frames, so it enters
-# the keys of the steps that drive with it, collect and the controller's search.
+# the keys of the steps that drive with it, collect and the controller's search (which may
+# draw its own, controller.renderer).
 SAME_FRAMES = tuple(("env.renderer", renderer) for renderer in IDENTICAL)
 
 CHAIN: tuple[Step, ...] = (
@@ -70,7 +71,7 @@ CHAIN: tuple[Step, ...] = (
         reads=("seed", "env", "controller"), config=controller.ControllerStepConfig,
         writes=(C.MODEL, C.MEAN_MODEL, C.SUMMARY, layout.METRICS, C.FIGURE, C.STATE,
                 C.STATE_INFO),
-        added=SAME_FRAMES,
+        added=(*SAME_FRAMES, ("controller.renderer", None)),
     ),
     Step(
         "evaluate", evaluate.run, inputs=("vae", "mdrnn", "controller"),

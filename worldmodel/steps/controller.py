@@ -60,7 +60,7 @@ figures) is made from it, so any of them that is damaged is remade without searc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,7 +68,7 @@ import numpy as np
 
 from worldmodel import dream, durable, layout, seeding
 from worldmodel.config import at_least, one_of
-from worldmodel.envs import EnvConfig, scoring_env
+from worldmodel.envs import IDENTICAL, RENDERERS, EnvConfig, scoring_env
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.evolution import (
     Evaluation,
@@ -141,6 +141,10 @@ class ControllerParams:
     """Real mode: generations inside M's dream before the real ones (dream pre-training, with
     temperature, dream_start and dream_horizon as in dream mode); the real search continues
     from where the dream left CMA-ES. 0: none."""
+    renderer: str | None = None
+    """Real mode: the renderer the search drives its candidates on; null: env.renderer.
+    `lowres` here with env.renderer=fast trains only C on the training renderer, while
+    collect, V and M see Gymnasium's frames. Scoring always drives identical frames."""
 
 
 @dataclass
@@ -151,12 +155,24 @@ class ControllerStepConfig:
 
     def __post_init__(self) -> None:
         check_params(self.controller, self.env.action_repeat)
+        search_env(self.env, self.controller)  # refuses a renderer these frames cannot use
+
+
+def search_env(env: EnvConfig, params: ControllerParams) -> EnvConfig:
+    """The environment the real search drives: env, drawn by controller.renderer if set."""
+    return env if params.renderer is None else replace(env, renderer=params.renderer)
 
 
 def check_params(params: ControllerParams, action_repeat: int) -> None:
     problems = []
     problems += one_of("controller.mode", params.mode, MODES)
     problems += one_of("controller.z", params.z, Z_MODES)
+    if params.renderer is not None:
+        problems += one_of("controller.renderer", params.renderer, RENDERERS)
+        if params.mode == "dream":
+            problems.append("controller.renderer is the real search's renderer; "
+                            "controller=dream searches inside M (set env.renderer for the "
+                            "frames collect draws)")
     if params.population < 3:
         # pycma's step-size adaptation injects a direction into every generation after the
         # first; with 2 candidates it fails there ("Found unused injected direction").
@@ -246,6 +262,7 @@ def drive_mean_returns(candidates: np.ndarray, tracks: list[int], noise: list[in
 
 def real_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles) -> FitnessFn:
     settings = DriveSettings(params.max_steps, params.z, params.early_stop_steps)
+    env = search_env(files.env, params)
 
     def fitness(generation: int, candidates: np.ndarray) -> Evaluation:
         tracks = rollout_tracks(ctx.seed, generation, params.rollouts, ctx.name)
@@ -253,7 +270,7 @@ def real_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles) 
         noise = [ctx.derive_seed("z", generation, r) for r in range(params.rollouts)]
         return drive_mean_returns(candidates, tracks, noise, files, settings,
                                   ctx.hardware.workers, ctx.hardware.envs_per_worker,
-                                  f"evaluating generation {generation}")
+                                  f"evaluating generation {generation}", env=env)
 
     return fitness
 
@@ -505,9 +522,11 @@ def run(ctx: StepContext) -> dict:
                             ", ".join(stale), FILES.STATE)
         state = state or first_state(ctx, n_params, params)
         real = f"in the real game on {ctx.hardware.workers} workers"
+        searched_on = search_env(cfg.env, params).renderer
+        searched = f"{real}, on {searched_on} frames" if searched_on not in IDENTICAL else real
         dreamt = f"in the dream on {ctx.hardware.device} (tau {params.temperature})"
         where = (f"{params.generations} generations {dreamt}, scored {real}" if in_dream else
-                 f"{params.generations} generations {real}")
+                 f"{params.generations} generations {searched}")
         if params.dream_generations:
             where = f"{params.dream_generations} generations {dreamt}, then {where}"
         ctx.log.info("CMA-ES on %d parameters: population %d x %d rollouts of up to %d frames, "
