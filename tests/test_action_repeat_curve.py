@@ -11,6 +11,7 @@ from tests.test_summarize import load_script
 from worldmodel.models import MDRNN, VAE, checkpoint
 
 
+@pytest.mark.slow  # about 20 s of real driving, for a script
 def test_a_curve_per_repeat_with_the_same_tracks(tmp_path, capsys):
     for step, model in (("vae", VAE(z_dim=32)), ("mdrnn", MDRNN(z_dim=32, hidden_size=256))):
         (tmp_path / step / "key").mkdir(parents=True)

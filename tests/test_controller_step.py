@@ -446,6 +446,13 @@ def test_bad_settings_are_named():
         controller_step.check_params(params(dream_generations=-1), 1)
     with pytest.raises(ConfigError, match=r"controller\.dream_horizon=None must be >= 1"):
         controller_step.check_params(params(mode="dream", temperature=1.0, max_steps=50), 1)
+    with pytest.raises(ConfigError, match=r"controller\.renderer='wireframe' is not one of"):
+        controller_step.check_params(params(renderer="wireframe"), 1)
+    with pytest.raises(ConfigError, match=r"controller\.renderer is the real search's"):
+        controller_step.check_params(params(mode="dream", temperature=1.0, renderer="lowres"), 1)
+    with pytest.raises(ConfigError, match=r"env\.renderer=lowres draws the dashboard-free"):
+        controller_step.ControllerStepConfig(seed=0, env=EnvConfig(crop_hud=False),
+                                             controller=params(renderer="lowres"))
 
 
 def test_returns_do_not_depend_on_how_episodes_are_grouped_into_jobs(tmp_path, monkeypatch):
@@ -476,8 +483,13 @@ def test_returns_do_not_depend_on_how_episodes_are_grouped_into_jobs(tmp_path, m
     assert len(set(results[0].returns)) == 3
 
 
+@pytest.mark.parametrize("overrides", [
+    {"env.renderer": "lowres"},  # collect, V, M and C on the training renderer
+    {"controller.renderer": "lowres"},  # only C: collect draws fast frames
+])
 def test_a_training_renderer_searches_and_scoring_drives_identical_frames(tmp_path,
-                                                                          monkeypatch):
+                                                                          monkeypatch,
+                                                                          overrides):
     environments = []
     drive_jobs = controller_step.drive_jobs
 
@@ -486,7 +498,7 @@ def test_a_training_renderer_searches_and_scoring_drives_identical_frames(tmp_pa
         return drive_jobs(jobs, files, *args, env=env, **kwargs)
 
     monkeypatch.setattr(controller_step, "drive_jobs", spy)
-    cfg = tiny_config(**{"env.renderer": "lowres", "controller.generations": 2})
+    cfg = tiny_config(**overrides, **{"controller.generations": 2})
     result = runner(tmp_path, workers=1, cfg=cfg).run(["evaluate"])
     # Generation 1 and 2 search on lowres frames; generation 2 is also scored, on fast ones.
     assert environments == ["lowres", "lowres", "fast"]

@@ -2,7 +2,9 @@
 
 The module's fixture runs two rounds up to round 1's controller in-process (the evaluate
 steps are not upstream of it, so they are left out: they drive full 1000-frame episodes).
-The whole chain through the CLI, in both modes, and a kill inside round 1 are `slow`.
+It takes about a minute, so the tests that read it are `slow`, as are the whole chain
+through the CLI, in both modes, and a kill inside round 1. The default suite keeps the
+table's shape, keys and refusals.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def result(summary: dict, name: str) -> Path:
     return Path(summary[name]["path"])
 
 
+@pytest.mark.slow
 def test_round_1_collects_with_round_0s_controller(two_rounds, tmp_path):
     _, summary = two_rounds
     cfg = compose_config(TINY)
@@ -110,6 +113,7 @@ def test_round_1_collects_with_round_0s_controller(two_rounds, tmp_path):
     assert with_policy["return"] != pytest.approx(stored.total_reward, abs=1.0)
 
 
+@pytest.mark.slow
 def test_round_1_starts_from_an_m_stored_before_rewards_existed(two_rounds, tmp_path):
     from worldmodel.training import warm_start
 
@@ -136,6 +140,7 @@ def distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
                                                             strict=True)) ** 0.5
 
 
+@pytest.mark.slow
 def test_round_1_continues_round_0s_models_and_search(two_rounds):
     _, summary = two_rounds
     for cls, name in ((VAE, "vae"), (MDRNN, "mdrnn")):
@@ -157,6 +162,7 @@ def test_round_1_continues_round_0s_models_and_search(two_rounds):
         controller_step.rollout_tracks(0, 1, 2)
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_every_round(two_rounds):
     root, _ = two_rounds
     summary = make_runner(pipeline.table(2), compose_config(TINY), root).run(["controller_r1"])
@@ -261,6 +267,7 @@ def test_a_kill_inside_round_1_resumes_to_the_same_files(tmp_path_factory, step)
                     random.Random(seed), iterations=2)
 
 
+@pytest.mark.slow
 def test_the_rounds_table_counts_each_rounds_real_frames(two_rounds):
     from tests.test_summarize import load_script
 
