@@ -61,6 +61,8 @@ BAD_VALUES = {
                                "controller.population=3 or more)",
     "evaluate.episodes=0": "evaluate.episodes=0 must be >= 1 (set evaluate.episodes=1 or more)",
     "seed=abc": "seed: Value 'abc' of type 'str' could not be converted to Integer",
+    "controller.renderer=wireframe": "controller.renderer='wireframe' is not one of fast, "
+                                     "stock, lowres (set controller.renderer to one of them)",
 }
 THROUGH_THE_CLI = ("collect.episodes=-3", "evaluate.episodes=0")  # a traceback; a late refusal
 
