@@ -54,3 +54,40 @@ def test_a_directory_without_summary_is_named(tmp_path, capsys):
         assert "summary.json is missing" in str(stop)
     else:
         raise AssertionError("expected an error naming the missing summary.json")
+
+
+def step_dir(root: Path, name: str, files: dict[str, object]) -> Path:
+    path = root / "store" / name
+    path.mkdir(parents=True)
+    for file, content in files.items():
+        text = (content if isinstance(content, str) else json.dumps(content))
+        (path / file).write_text(text)
+    return path
+
+
+def test_the_rounds_table_adds_each_rounds_minutes_and_real_frames(tmp_path):
+    table = load_script("ablation_table")
+    summary = {"run": {"status": "complete"}}
+    for k, (suffix, episodes, score, mean) in enumerate(((("", 4, 120.0, 300.0)),
+                                                         ("_r1", 2, 480.5, 650.0))):
+        collect = step_dir(tmp_path, f"collect{suffix}", {
+            "dataset.json": {"episodes": episodes, "mean_steps": 150},
+            "manifest.json": {"config": {"env": {"action_repeat": 2}}}})
+        controller = step_dir(tmp_path, f"controller{suffix}", {
+            "controller.json": {"best_score": score},
+            "metrics.jsonl": "\n".join(json.dumps(m) for m in (
+                {"controller/env_steps": 1000}, {"controller/env_steps": 500,
+                                                 "controller/score_env_steps": 200}))})
+        evaluate = step_dir(tmp_path, f"evaluate{suffix}", {"returns.json": {
+            "mean_return": mean, "std_return": 10.0, "episodes": 2,
+            "episode_results": [{"steps": 1000}, {"steps": 900}]}})
+        for name, path in (("collect", collect), ("controller", controller),
+                           ("evaluate", evaluate)):
+            summary[f"{name}{suffix}"] = {"path": str(path), "compute_seconds": 60.0 * (k + 1)}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(summary))
+    lines = table.rounds_markdown(run).splitlines()
+    # collect frames: episodes x mean agent steps x action_repeat (no env_frames recorded).
+    assert lines[4] == "| 0 | 3.0 | 1,200 / 1,500 / 200 / 1,900 | 300.0 ± 10.0 | 2 | 120.0 | – |"
+    assert lines[5] == "| 1 | 6.0 | 600 / 1,500 / 200 / 1,900 | 650.0 ± 10.0 | 2 | 480.5 | – |"

@@ -40,6 +40,7 @@ from worldmodel.store import Store
 
 Z_DIM, HIDDEN = 8, 16
 N_PARAMS = 3 * (Z_DIM + HIDDEN) + 3
+ENV = EnvConfig()
 
 
 def fake_vae(ctx: StepContext) -> dict:
@@ -415,7 +416,7 @@ def test_the_shipped_configs_type_into_the_step_configs():
         step = typed(controller_step.ControllerStepConfig,
                      config_slice(cfg, ("seed", "env", "controller")), "controller")
         assert step.controller.mode == option and step.controller.population == 4
-        controller_step.check_params(step.controller, 1)
+        controller_step.check_params(step.controller, step.env)
     assert step.controller.temperature == 1.15
     for data in ("tiny", "small", "paper"):
         cfg = compose_config([f"data={data}"])
@@ -426,31 +427,33 @@ def test_the_shipped_configs_type_into_the_step_configs():
 def test_bad_settings_are_named():
     params = controller_step.ControllerParams
     with pytest.raises(ConfigError, match=r"controller\.z='median'"):
-        controller_step.check_params(params(z="median"), 1)
+        controller_step.check_params(params(z="median"), ENV)
     with pytest.raises(ConfigError, match=r"controller\.population=2 must be >= 3"):
-        controller_step.check_params(params(population=2), 1)
+        controller_step.check_params(params(population=2), ENV)
     with pytest.raises(ConfigError, match=r"controller\.early_stop_steps=0"):
-        controller_step.check_params(params(early_stop_steps=0), 1)
+        controller_step.check_params(params(early_stop_steps=0), ENV)
     with pytest.raises(ConfigError, match=r"controller\.temperature=None must be >= 0"):
-        controller_step.check_params(params(mode="dream"), 1)
+        controller_step.check_params(params(mode="dream"), ENV)
     with pytest.raises(ConfigError, match=r"temperature is used by controller=dream and by "
                                            r"dream pre-training"):
-        controller_step.check_params(params(temperature=1.0), 1)
+        controller_step.check_params(params(temperature=1.0), ENV)
     with pytest.raises(ConfigError, match=r"controller\.temperature=None must be >= 0 in dream "
                                            r"mode and for dream pre-training"):
-        controller_step.check_params(params(dream_generations=5), 1)
+        controller_step.check_params(params(dream_generations=5), ENV)
     with pytest.raises(ConfigError, match=r"dream_generations is for controller=real"):
         controller_step.check_params(params(mode="dream", temperature=1.0,
-                                            dream_generations=5), 1)
+                                            dream_generations=5), ENV)
     with pytest.raises(ConfigError, match=r"controller\.dream_generations=-1 must be >= 0"):
-        controller_step.check_params(params(dream_generations=-1), 1)
+        controller_step.check_params(params(dream_generations=-1), ENV)
     with pytest.raises(ConfigError, match=r"controller\.dream_horizon=None must be >= 1"):
-        controller_step.check_params(params(mode="dream", temperature=1.0, max_steps=50), 1)
+        controller_step.check_params(params(mode="dream", temperature=1.0, max_steps=50), ENV)
     with pytest.raises(ConfigError, match=r"controller\.renderer='wireframe' is not one of"):
-        controller_step.check_params(params(renderer="wireframe"), 1)
+        controller_step.check_params(params(renderer="wireframe"), ENV)
     with pytest.raises(ConfigError, match=r"controller\.renderer is the real search's"):
-        controller_step.check_params(params(mode="dream", temperature=1.0, renderer="lowres"), 1)
-    with pytest.raises(ConfigError, match=r"env\.renderer=lowres draws the dashboard-free"):
+        controller_step.check_params(params(mode="dream", temperature=1.0, renderer="lowres"),
+                                     ENV)
+    with pytest.raises(ConfigError, match=r"controller\.renderer=lowres draws the dashboard-free "
+                                           r".* use controller\.renderer=fast"):
         controller_step.ControllerStepConfig(seed=0, env=EnvConfig(crop_hud=False),
                                              controller=params(renderer="lowres"))
 

@@ -298,10 +298,12 @@ def test_settings_added_at_their_old_behaviour_keep_the_keys_of_before():
     before = compose_config(TINY)
     with open_dict(before):  # the config as it was before these settings existed
         for section, names in (("collect", ("random_share", "controller_noise")),
-                               ("mdrnn", ("rewards", "z"))):
+                               ("mdrnn", ("rewards", "z")), ("controller", ("renderer",))):
             for name in names:
                 before[section].pop(name)
     assert chain_keys(now) == chain_keys(before)
-    changed = compose_config([*TINY, "mdrnn.rewards=tiles"])
-    assert [n for n in chain_keys(now) if chain_keys(now)[n] != chain_keys(changed)[n]] == [
-        "mdrnn", "controller", "evaluate", "figures"]
+    for setting, changes in (("mdrnn.rewards=tiles", ["mdrnn", "controller"]),
+                             ("controller.renderer=lowres", ["controller"])):  # only C on lowres
+        changed = chain_keys(compose_config([*TINY, setting]))
+        assert [n for n in chain_keys(now) if chain_keys(now)[n] != changed[n]] == [
+            *changes, "evaluate", "figures"]

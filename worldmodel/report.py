@@ -190,11 +190,12 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
                 f"{fmt(entry.get('dream_mse_sampled'))} against "
                 f"{fmt(entry.get('dream_mse_copy'))} for copying the last z")
     if name == "controller":
+        searching = ("inside M" if c.get("mode") == "dream" else
+                     f"on {frames_of(c.get('renderer') or env.get('renderer'))}")
         return (f"mode `{c.get('mode')}`, CMA-ES population {fmt(c.get('population'))} × "
                 f"{fmt(c.get('rollouts'))} rollouts of up to {fmt(c.get('max_steps'))} frames, "
                 f"{fmt(c.get('generations'))} generations, sigma0 {fmt(c.get('sigma0'))}, "
-                f"z = {c.get('z')}, searching on "
-                f"{frames_of(c.get('renderer') or env.get('renderer'))}; kept the "
+                f"z = {c.get('z')}, searching {searching}; kept the "
                 f"{entry.get('best_source')} of generation "
                 f"{fmt(entry.get('best_generation'))}, score {fmt(entry.get('best_score'))} "
                 f"on {fmt(c.get('score_episodes'))} training-range tracks no generation drives, "

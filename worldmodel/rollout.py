@@ -330,7 +330,7 @@ def drive_jobs(jobs: Sequence[Job], files: AgentFiles, settings: DriveSettings, 
 
     on_done(job index, rollouts) is called as jobs finish (progress, saving partial work).
     `env` drives them in another environment than `files.env` (the identical renderer that
-    scores, beside a training one) with the same workers and loaded models.
+    scores, or the search's controller.renderer) with the same workers and loaded models.
     A worker that dies raises WorkerDied (worldmodel.pool) instead of hanging.
     """
     results: list[list[Rollout] | None] = [None] * len(jobs)

@@ -10,6 +10,7 @@ from worldmodel.envs.factory import (
     EnvConfig,
     make_env,
     preprocess,
+    renderer_problems,
     scoring_env,
     to_model_frames,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "make_policy",
     "preprocess",
     "register_envs",
+    "renderer_problems",
     "scoring_env",
     "to_model_frames",
 ]

@@ -72,15 +72,18 @@ class EnvConfig:
     action_repeat: int = 1
 
     def __post_init__(self) -> None:
-        problems = [*one_of("env.renderer", self.renderer, RENDERERS),
-                    *at_least("env", self, ("max_steps", "frame_size", "action_repeat"))]
-        if self.renderer in DRAWS_MODEL_FRAMES and not (self.crop_hud
-                                                        and self.frame_size < FRAME_SIZE):
-            problems.append(f"env.renderer={self.renderer} draws the dashboard-free view at "
-                            f"the models' size: it needs env.crop_hud=true and env.frame_size "
-                            f"< {FRAME_SIZE} (got {self.crop_hud}, {self.frame_size}); use "
-                            "env.renderer=fast for other frames")
-        require(problems)
+        require([*renderer_problems("env.renderer", self.renderer, self),
+                 *at_least("env", self, ("max_steps", "frame_size", "action_repeat"))])
+
+
+def renderer_problems(key: str, renderer: str, cfg: EnvConfig) -> list[str]:
+    """What stops `renderer` (set by `key`) from drawing cfg's frames."""
+    problems = one_of(key, renderer, RENDERERS)
+    if renderer in DRAWS_MODEL_FRAMES and not (cfg.crop_hud and cfg.frame_size < FRAME_SIZE):
+        problems.append(f"{key}={renderer} draws the dashboard-free view at the models' size: "
+                        f"it needs env.crop_hud=true and env.frame_size < {FRAME_SIZE} (got "
+                        f"{cfg.crop_hud}, {cfg.frame_size}); use {key}=fast for other frames")
+    return problems
 
 
 def scoring_env(cfg: EnvConfig) -> EnvConfig:

@@ -22,12 +22,15 @@ covariance, evolution.continue_search). Each generation every candidate drives `
 episodes, and all candidates drive the same tracks, train_track(seed, <the row's name>,
 generation, rollout): common random numbers, so candidates are ranked on equal terms.
 Fitness is the mean return (CMA-ES minimises, so it is told -fitness). Candidates are driven
-in parallel by the worker pool, all rollouts of a candidate in one batch (worldmodel/rollout.py).
+in parallel by the worker pool, several candidates' rollouts in one batch
+(hardware.envs_per_worker; worldmodel/rollout.py), on controller.renderer's frames (null:
+env.renderer's).
 
 Scoring. Fitness is noisy and a generation's best candidate is partly lucky, so every
 score_every generations (and at the last) the CMA-ES mean and the generation's best candidate
 drive score_episodes more episodes, without early stop, and the best of all scored controllers
-is kept as controller.pt. The score tracks are training-range tracks that no generation
+is kept as controller.pt. Scoring always drives frames identical to Gymnasium's, whatever
+renderer the search drives. The score tracks are training-range tracks that no generation
 drives, the same ones at every scoring, so scores compare across generations; they are never
 evaluation tracks (those are the evaluate step's alone).
 
@@ -68,7 +71,7 @@ import numpy as np
 
 from worldmodel import dream, durable, layout, seeding
 from worldmodel.config import at_least, one_of
-from worldmodel.envs import IDENTICAL, RENDERERS, EnvConfig, scoring_env
+from worldmodel.envs import IDENTICAL, EnvConfig, renderer_problems, scoring_env
 from worldmodel.errors import ConfigError, StoreError
 from worldmodel.evolution import (
     Evaluation,
@@ -154,8 +157,7 @@ class ControllerStepConfig:
     controller: ControllerParams = field(default_factory=ControllerParams)
 
     def __post_init__(self) -> None:
-        check_params(self.controller, self.env.action_repeat)
-        search_env(self.env, self.controller)  # refuses a renderer these frames cannot use
+        check_params(self.controller, self.env)
 
 
 def search_env(env: EnvConfig, params: ControllerParams) -> EnvConfig:
@@ -163,12 +165,13 @@ def search_env(env: EnvConfig, params: ControllerParams) -> EnvConfig:
     return env if params.renderer is None else replace(env, renderer=params.renderer)
 
 
-def check_params(params: ControllerParams, action_repeat: int) -> None:
+def check_params(params: ControllerParams, env: EnvConfig) -> None:
+    action_repeat = env.action_repeat
     problems = []
     problems += one_of("controller.mode", params.mode, MODES)
     problems += one_of("controller.z", params.z, Z_MODES)
-    if params.renderer is not None:
-        problems += one_of("controller.renderer", params.renderer, RENDERERS)
+    if params.renderer is not None:  # null: env.renderer, which EnvConfig checks
+        problems += renderer_problems("controller.renderer", params.renderer, env)
         if params.mode == "dream":
             problems.append("controller.renderer is the real search's renderer; "
                             "controller=dream searches inside M (set env.renderer for the "
@@ -244,7 +247,8 @@ def drive_mean_returns(candidates: np.ndarray, tracks: list[int], noise: list[in
     are enough episodes, and job sizes differ by one at most. A job is
     one batch through V, M and C, computed per sample, so the returns do not depend on how
     episodes are grouped (tests: test_controller_step.py, and test_rollout.py at paper size).
-    `env` drives them in another environment than `files.env` (the scoring one).
+    `env` drives them in another environment than `files.env` (the search's
+    controller.renderer, or the identical one that scores).
     """
     episodes = [(c, t) for c in range(len(candidates)) for t in range(len(tracks))]
     count = max(min(workers, len(episodes)), -(-len(episodes) // envs_per_worker))
@@ -277,8 +281,9 @@ def real_fitness(ctx: StepContext, params: ControllerParams, files: AgentFiles) 
 
 def real_score(ctx: StepContext, params: ControllerParams, files: AgentFiles) -> ScoreFn:
     """Scores in the real game, always on frames identical to Gymnasium's: with a training
-    renderer (env.renderer=lowres) the search draws its own frames, and the kept controller
-    is still the one that drives best on the frames it is evaluated on."""
+    renderer (env.renderer or controller.renderer = lowres) the search draws its own frames,
+    and the kept controller is still the one that drives best on the frames it is evaluated
+    on."""
     settings = DriveSettings(params.max_steps, params.z, early_stop_steps=None)
     tracks = score_tracks(ctx.seed, params.score_episodes)
     noise = [ctx.derive_seed("score", "z", e) for e in range(params.score_episodes)]
