@@ -60,15 +60,14 @@ def step_dir(root: Path, name: str, files: dict[str, object]) -> Path:
     path = root / "store" / name
     path.mkdir(parents=True)
     for file, content in files.items():
-        text = (content if isinstance(content, str) else json.dumps(content))
-        (path / file).write_text(text)
+        (path / file).write_text(content if isinstance(content, str) else json.dumps(content))
     return path
 
 
 def test_the_rounds_table_adds_each_rounds_minutes_and_real_frames(tmp_path):
     table = load_script("ablation_table")
     summary = {"run": {"status": "complete"}}
-    for k, (suffix, episodes, score, mean) in enumerate(((("", 4, 120.0, 300.0)),
+    for k, (suffix, episodes, score, mean) in enumerate((("", 4, 120.0, 300.0),
                                                          ("_r1", 2, 480.5, 650.0))):
         collect = step_dir(tmp_path, f"collect{suffix}", {
             "dataset.json": {"episodes": episodes, "mean_steps": 150},

@@ -166,7 +166,6 @@ def search_env(env: EnvConfig, params: ControllerParams) -> EnvConfig:
 
 
 def check_params(params: ControllerParams, env: EnvConfig) -> None:
-    action_repeat = env.action_repeat
     problems = []
     problems += one_of("controller.mode", params.mode, MODES)
     problems += one_of("controller.z", params.z, Z_MODES)
@@ -198,7 +197,7 @@ def check_params(params: ControllerParams, env: EnvConfig) -> None:
                             "dream mode and for dream pre-training")
         if params.dream_start < 0:
             problems.append(f"controller.dream_start={params.dream_start} must be >= 0")
-        if dream_horizon(params, action_repeat) < 1:
+        if dream_horizon(params, env.action_repeat) < 1:
             problems.append(f"controller.dream_horizon={params.dream_horizon} must be >= 1 "
                             "(null: max_steps / env.action_repeat - dream_start, which must be "
                             ">= 1 then)")
@@ -527,8 +526,8 @@ def run(ctx: StepContext) -> dict:
                             ", ".join(stale), FILES.STATE)
         state = state or first_state(ctx, n_params, params)
         real = f"in the real game on {ctx.hardware.workers} workers"
-        searched_on = search_env(cfg.env, params).renderer
-        searched = f"{real}, on {searched_on} frames" if searched_on not in IDENTICAL else real
+        drawn_by = search_env(cfg.env, params).renderer
+        searched = real if drawn_by in IDENTICAL else f"{real}, on {drawn_by} frames"
         dreamt = f"in the dream on {ctx.hardware.device} (tau {params.temperature})"
         where = (f"{params.generations} generations {dreamt}, scored {real}" if in_dream else
                  f"{params.generations} generations {searched}")
