@@ -339,6 +339,18 @@ def test_a_killed_dream_search_resumes_to_the_uninterrupted_result(dreamed, tmp_
             == [r["controller/mean"] for r in durable.read_jsonl(reference / "metrics.jsonl")])
 
 
+def test_dreams_can_start_along_the_episodes_and_run_without_ends(dreamed, tmp_path):
+    cfg = dream_config(**{"controller.dream_start_last": 65, "controller.dream_ends": False})
+    done = runner(tmp_path, workers=1, cfg=cfg).run(["controller"])["controller"]
+    assert done["key"] != dreamed["controller"]["key"]
+    rows = durable.read_jsonl(Path(done["path"]) / "metrics.jsonl")
+    # No end is drawn: every dream runs its 10 steps, the 4 candidates' and, in the scored
+    # generations 2 and 3, the 2 scored controllers' dream scores.
+    assert [row["controller/dream_steps"] for row in rows] == [4 * 10, 6 * 10, 6 * 10]
+    reference = durable.read_jsonl(Path(dreamed["controller"]["path"]) / "metrics.jsonl")
+    assert [r["controller/mean"] for r in rows] != [r["controller/mean"] for r in reference]
+
+
 def pretrain_config():
     """Real mode with 2 generations of dream pre-training (as dream_config's), then 2 real."""
     return tiny_config(**{"controller.dream_generations": 2, "controller.temperature": 1.15,
@@ -437,6 +449,9 @@ def test_bad_settings_are_named():
     with pytest.raises(ConfigError, match=r"temperature is used by controller=dream and by "
                                            r"dream pre-training"):
         controller_step.check_params(params(temperature=1.0), ENV)
+    with pytest.raises(ConfigError, match=r"controller\.dream_start_last and "
+                                           r"controller\.dream_ends are used by controller=dream"):
+        controller_step.check_params(params(dream_start_last=60, dream_ends=False), ENV)
     with pytest.raises(ConfigError, match=r"controller\.temperature=None must be >= 0 in dream "
                                            r"mode and for dream pre-training"):
         controller_step.check_params(params(dream_generations=5), ENV)
@@ -445,6 +460,10 @@ def test_bad_settings_are_named():
                                             dream_generations=5), ENV)
     with pytest.raises(ConfigError, match=r"controller\.dream_generations=-1 must be >= 0"):
         controller_step.check_params(params(dream_generations=-1), ENV)
+    with pytest.raises(ConfigError, match=r"controller\.dream_start_last=20 must be >= "
+                                           r"controller\.dream_start=50"):
+        controller_step.check_params(params(mode="dream", temperature=1.0, dream_start_last=20),
+                                     ENV)
     with pytest.raises(ConfigError, match=r"controller\.dream_horizon=None must be >= 1"):
         controller_step.check_params(params(mode="dream", temperature=1.0, max_steps=50), ENV)
     with pytest.raises(ConfigError, match=r"controller\.renderer='wireframe' is not one of"):

@@ -184,6 +184,45 @@ def test_a_tiles_dream_pays_the_expected_tile_and_the_exit_on_its_end():
                                  1.0, 10, scale=scale)
     assert ended.steps.tolist() == [1, 1]
     assert ended.returns == pytest.approx([1.4 + EXIT_REWARD] * 2)
+    endless = dream.dream_rollouts(mdrnn, params, starts(mdrnn), torch.tensor([0, 1]), [1, 2],
+                                   1.0, 10, scale=scale, ends=False)
+    assert endless.steps.tolist() == [10, 10]  # no end drawn: no exit, the whole horizon
+    assert endless.returns == pytest.approx([10 * 1.4] * 2)
+
+
+def latent_files(tmp_path: Path, lengths: tuple[int, ...]) -> list[Path]:
+    from worldmodel.latents import Latents, latent_path, save_latents
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for index, steps in enumerate(lengths):
+        mu = rng.standard_normal((steps + 1, Z)).astype(np.float16)
+        paths.append(latent_path(tmp_path, index))
+        save_latents(paths[-1], Latents(mu, np.full_like(mu, -2.0), rng.uniform(
+            0, 1, (steps, 3)).astype(np.float32), np.full(steps, -0.1, np.float32), False, True))
+    return paths
+
+
+def test_dreams_start_along_the_episodes_within_the_range_given(mdrnn, tmp_path):
+    paths = latent_files(tmp_path, (200, 60, 120))
+    fixed = dream.Dreamer(mdrnn, paths, 50, 1.0, 10, torch.device("cpu"))
+    assert fixed.pick_starts(np.random.default_rng(0), 6) == [
+        (int(e), 50) for e in np.random.default_rng(0).choice(3, 6, replace=True)]
+    along = dream.Dreamer(mdrnn, paths, 50, 1.0, 10, torch.device("cpu"), start_last=150)
+    picked = along.pick_starts(np.random.default_rng(0), 300)
+    assert picked == along.pick_starts(np.random.default_rng(0), 300)  # the rng's draws only
+    for episode, frame in picked:
+        assert 50 <= frame <= min(150, (200, 60, 120)[episode] - 1)
+    frames = {episode: {f for e, f in picked if e == episode} for episode in range(3)}
+    assert max(frames[0]) > 140 and min(frames[0]) < 60 and frames[1] == {50, 51, 52, 53, 54,
+                                                                          55, 56, 57, 58, 59}
+    # A start is M warmed up on its episode's real prefix, up to that frame.
+    z, h, _ = along.starts([(0, 120)])
+    latents = dream.load_latents(paths[0], Z)
+    alone = dream.warm_up(mdrnn, latents.mu, latents.actions, 120)
+    assert torch.equal(z, alone.z) and torch.allclose(h, alone.h)
+    returns, steps, _ = along.evaluate(controllers(2).numpy(), picked[:4], [1, 2, 3, 4])
+    assert returns.shape == (2,) and steps <= 2 * 4 * 10
 
 
 def test_the_dream_warns_when_m_cannot_rank_controllers(tmp_path):

@@ -395,3 +395,51 @@ def test_the_dreamed_return_correlation_is_measured_on_windows_long_enough():
     short = measure([episode(99)])
     assert short["dream_return_corr_100"] is None and short["dream_return_corr_10"] is not None
     assert set(measure([episode(9)]).values()) == {None}
+
+
+def test_the_action_response_holds_each_action_and_counts_the_tiles_m_expects():
+    from worldmodel.figures import mdrnn as mdrnn_figures
+    from worldmodel.models import MDRNN
+
+    rng = np.random.default_rng(0)
+    rewards = np.full(80, -0.1, np.float32)
+    rewards[[30, 31, 60]] = 3.2  # 2 new tiles in the 30 steps after 25, 1 after 50
+    episode = Latents(mu=rng.standard_normal((81, 2)).astype(np.float16),
+                      logvar=np.zeros((81, 2), np.float16),
+                      actions=rng.uniform(0, 1, (80, 3)).astype(np.float32), rewards=rewards,
+                      terminated=False, truncated=True)
+    assert mdrnn_figures.action_response(MDRNN(z_dim=2, hidden_size=8), [episode]) == {}
+    torch.manual_seed(0)
+    model = MDRNN(z_dim=2, hidden_size=8, rewards="tiles").eval()
+    found = mdrnn_figures.action_response(model, [episode])
+    assert found["real_tiles_30"] == pytest.approx((2 + 1 + 0) / 3)  # starts 25, 50 and 75
+    held = [found[f"dream_tiles_30_{name}"] for name in ("coast", "gas", "brake")]
+    assert all(0 < tiles < 30 for tiles in held) and len(set(held)) == 3  # M answers actions
+    with torch.no_grad():
+        model.reward_head.weight.zero_()
+        model.reward_head.bias.zero_()  # P(new tile) = 0.5 whatever M reads
+    deaf = mdrnn_figures.action_response(model, [episode])
+    assert [deaf[f"dream_tiles_30_{n}"] for n in ("coast", "gas", "brake")] == [15.0] * 3
+
+
+def test_the_dream_warns_when_m_hardly_answers_the_throttle(tmp_path):
+    from worldmodel.steps.controller import dream_problem
+
+    path = tmp_path / "evaluation.json"
+    fine = {"reward_corr": 0.8, "tile_auroc": 0.9, "done_auroc": 0.9, "dream_return_corr_30": 0.7}
+    path.write_text(json.dumps({"summary": {**fine, "dream_tiles_30_gas": 4.0,
+                                            "dream_tiles_30_coast": 1.0}}))
+    assert dream_problem(path, "tiles") is None
+    path.write_text(json.dumps({"summary": {**fine, "dream_tiles_30_gas": 0.35,
+                                            "dream_tiles_30_coast": 0.37}}))
+    assert "expects 0.35 tiles at full gas and 0.37 coasting" in dream_problem(path, "tiles")
+
+
+def test_the_report_states_what_m_expects_of_each_action_held():
+    from worldmodel import report
+
+    entry = {"dream_tiles_30_gas": 0.35, "dream_tiles_30_coast": 0.37,
+             "dream_tiles_30_brake": 0.12, "real_tiles_30": 0.27}
+    line = report.protocol_lines("mdrnn", entry, {"mdrnn": {"rewards": "tiles"}})
+    assert "full gas / coasting / braking 0.35 / 0.37 / 0.12 (the data: 0.27)" in line
+    assert "full gas" not in report.protocol_lines("mdrnn", {}, {"mdrnn": {}})

@@ -288,22 +288,31 @@ def test_the_rounds_table_counts_each_rounds_real_frames(two_rounds):
     assert markdown[4].startswith("| 0 |") and markdown[5].startswith("| 1 |")
 
 
-def test_settings_added_at_their_old_behaviour_keep_the_keys_of_before():
+ADDED_LATER = (("collect", ("random_share", "controller_noise")), ("mdrnn", ("rewards", "z")),
+               ("controller", ("renderer", "dream_start_last", "dream_ends")))
+
+
+@pytest.mark.parametrize("mode, settings", [
+    ("real", (("mdrnn.rewards=tiles", ["mdrnn", "controller"]),
+              ("controller.renderer=lowres", ["controller"]))),  # only C on lowres
+    ("dream", (("controller.dream_ends=false", ["controller"]),
+               ("controller.dream_start_last=55", ["controller"]))),
+])
+def test_settings_added_at_their_old_behaviour_keep_the_keys_of_before(mode, settings):
     from omegaconf import open_dict
 
     def chain_keys(cfg) -> dict[str, str]:
         return {n: k for n, (k, _) in make_runner(pipeline.STEPS, cfg, Path("/x")).keys().items()}
 
-    now = compose_config(TINY)
-    before = compose_config(TINY)
+    overrides = [*TINY, f"controller={mode}"]
+    now = compose_config(overrides)
+    before = compose_config(overrides)
     with open_dict(before):  # the config as it was before these settings existed
-        for section, names in (("collect", ("random_share", "controller_noise")),
-                               ("mdrnn", ("rewards", "z")), ("controller", ("renderer",))):
+        for section, names in ADDED_LATER:
             for name in names:
                 before[section].pop(name)
     assert chain_keys(now) == chain_keys(before)
-    for setting, changes in (("mdrnn.rewards=tiles", ["mdrnn", "controller"]),
-                             ("controller.renderer=lowres", ["controller"])):  # only C on lowres
-        changed = chain_keys(compose_config([*TINY, setting]))
+    for setting, changes in settings:
+        changed = chain_keys(compose_config([*overrides, setting]))
         assert [n for n in chain_keys(now) if chain_keys(now)[n] != changed[n]] == [
             *changes, "evaluate", "figures"]

@@ -15,8 +15,9 @@ and the step on which the end is drawn pays CarRacing's -100 exit: the end is th
 the playfield, the one event that costs it.
 
 Start states. A dream starts from a real encoded frame of a collected episode: frame
-`start_frame` (50, after CarRacing's zoom-in; the episode's last frame if it is shorter), with
-M's LSTM warmed up on the real prefix (the episode's mu and actions before it). A single z does
+`start_frame` (50, after CarRacing's zoom-in; the episode's last frame if it is shorter), or
+one drawn from [start_frame, start_last] (states along the collected driving), with M's LSTM
+warmed up on the real prefix (the episode's mu and actions before it). A single z does
 not show speed or heading; the warmed-up h holds them, as it does for C when it reaches that
 frame on the real track, and M's first predictions are made in the context it was trained in.
 
@@ -24,7 +25,7 @@ Episode end. The done head is sampled, not thresholded: M is trained on rare end
 episode), so its per-step probabilities are small but add up (0.01 per step ends 63% of
 dreams within 100 steps); a 0.5 threshold would almost never end a dream, and a car that left
 the playfield would drive on. Sampling keeps the dream a draw from M's own model of episodes,
-like the sampled z.
+like the sampled z. With ends=False no end is drawn (the dream pays expected tiles only).
 
 Randomness. Each agent's noise (component choices, Gaussian noise, end draws) comes from its
 own torch.Generator, seeded by the caller and drawn on the CPU in fixed chunks of CHUNK steps,
@@ -143,10 +144,12 @@ def step_reward(out: MDNOutput, scale: RewardScale | None) -> torch.Tensor:
 @torch.inference_mode()
 def dream_rollouts(mdrnn: MDRNN, params: torch.Tensor, starts: Starts, which: torch.Tensor,
                    seeds: Sequence[int], temperature: float, horizon: int,
-                   record: bool = False, scale: RewardScale | None = None) -> DreamResult:
+                   record: bool = False, scale: RewardScale | None = None,
+                   ends: bool = True) -> DreamResult:
     """Dream N agents at once on M's device: agent i runs controller params[i] (N, n_params)
     from start state which[i] with noise seed seeds[i], for at most `horizon` steps. `scale`
-    (for M with rewards "tiles") turns its tile probability into a reward."""
+    (for M with rewards "tiles") turns its tile probability into a reward. ends=False never
+    draws an end: every dream runs the horizon (the noise drawn is the same either way)."""
     device = starts.z.device
     params = params.to(device, torch.float32)
     n = len(params)
@@ -167,7 +170,7 @@ def dream_rollouts(mdrnn: MDRNN, params: torch.Tensor, starts: Starts, which: to
         out, (h, c) = mdrnn.step(z, actions, (h, c))
         u, eps, u_end = noise.at(t)
         z = sample_with_noise(out, temperature, u, eps)
-        ended = alive & (u_end < torch.sigmoid(out.done_logit))
+        ended = alive & (u_end < torch.sigmoid(out.done_logit)) if ends else torch.zeros_like(alive)
         returns += torch.where(alive, step_reward(out, scale), 0.0)
         if scale is not None:
             returns += torch.where(ended, EXIT_REWARD, 0.0)
@@ -181,7 +184,11 @@ def dream_rollouts(mdrnn: MDRNN, params: torch.Tensor, starts: Starts, which: to
 
 @dataclass
 class Dreamer:
-    """M on a device with the collected episodes it dreams from, for a CMA-ES population."""
+    """M on a device with the collected episodes it dreams from, for a CMA-ES population.
+
+    A start is (episode, frame). pick_starts draws the frame from [start_frame, start_last]
+    (clipped to the episode), so candidates are judged from states along the collected
+    driving; with start_last None every dream starts at start_frame."""
 
     mdrnn: MDRNN
     episodes: list[Path]
@@ -190,45 +197,70 @@ class Dreamer:
     temperature: float
     horizon: int
     device: torch.device
+    start_last: int | None = None
+    ends: bool = True
+    """Draw episode ends from M's done head (dream_rollouts)."""
 
     def __post_init__(self) -> None:
         self.mdrnn = self.mdrnn.to(self.device).eval()
-        self._starts: dict[int, Starts] = {}  # warm-ups are deterministic: each done once
+        self._starts: dict[tuple[int, int], Starts] = {}  # warm-ups are deterministic
+        self._lengths: dict[int, int] = {}
         self.scale: RewardScale | None = None
         if self.mdrnn.rewards == "tiles":
             self.scale = measure_scale([durable.read_array(p, "rewards", "latent file")
                                         for p in self.episodes])
 
-    def starts(self, episodes: Sequence[int]) -> Starts:
-        for e in episodes:
-            if e not in self._starts:
-                latents = load_latents(self.episodes[e], self.mdrnn.z_dim)
-                self._starts[e] = warm_up(self.mdrnn, latents.mu, latents.actions,
-                                          self.start_frame, self.device)
-        return cat_starts([self._starts[e] for e in episodes])
+    def pick_starts(self, rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
+        """`count` starts: episodes all different while there are enough, and their frames."""
+        episodes = rng.choice(len(self.episodes), count, replace=count > len(self.episodes))
+        if self.start_last is None:
+            return [(int(e), self.start_frame) for e in episodes]
+        # One uniform per start, drawn whatever the episodes' lengths, so the draws stay put.
+        u = rng.random(count)
+        starts = []
+        for e, ue in zip(episodes.tolist(), u.tolist(), strict=True):
+            last = min(self.start_last, self.length(e) - 1)
+            starts.append((e, self.start_frame + int(ue * max(last - self.start_frame + 1, 1))))
+        return starts
 
-    def evaluate(self, candidates: np.ndarray, episodes: Sequence[int], seeds: Sequence[int]
-                 ) -> tuple[np.ndarray, int, float]:
-        """Every candidate dreams from every (episode, seed); returns each candidate's mean
+    def length(self, episode: int) -> int:
+        """Agent steps (actions) of an episode."""
+        if episode not in self._lengths:
+            self._lengths[episode] = len(load_latents(self.episodes[episode],
+                                                      self.mdrnn.z_dim).actions)
+        return self._lengths[episode]
+
+    def starts(self, starts: Sequence[tuple[int, int]]) -> Starts:
+        for episode, frame in starts:
+            if (episode, frame) not in self._starts:
+                latents = load_latents(self.episodes[episode], self.mdrnn.z_dim)
+                self._starts[episode, frame] = warm_up(self.mdrnn, latents.mu, latents.actions,
+                                                       frame, self.device)
+        return cat_starts([self._starts[start] for start in starts])
+
+    def evaluate(self, candidates: np.ndarray, starts: Sequence[tuple[int, int]],
+                 seeds: Sequence[int]) -> tuple[np.ndarray, int, float]:
+        """Every candidate dreams from every (start, seed); returns each candidate's mean
         return, the agent-steps dreamed and the seconds it took."""
         started = time.perf_counter()
-        rollouts = len(episodes)
+        rollouts = len(starts)
         params = torch.as_tensor(np.asarray(candidates, dtype=np.float32))
         # Agent p * rollouts + r: candidate p on rollout r.
         params = params.repeat_interleave(rollouts, dim=0)
         which = torch.arange(rollouts).repeat(len(candidates))
-        result = dream_rollouts(self.mdrnn, params, self.starts(episodes), which,
+        result = dream_rollouts(self.mdrnn, params, self.starts(starts), which,
                                 list(seeds) * len(candidates), self.temperature, self.horizon,
-                                scale=self.scale)
+                                scale=self.scale, ends=self.ends)
         means = result.returns.reshape(len(candidates), rollouts).mean(axis=1)
         return means, int(result.steps.sum()), time.perf_counter() - started
 
     def record(self, controller: np.ndarray, episode: int, seed: int) -> DreamResult:
-        """One dream of one controller, with its latents (to decode into frames)."""
+        """One dream of one controller from start_frame of an episode, with its latents (to
+        decode into frames)."""
         params = torch.as_tensor(np.asarray(controller, dtype=np.float32))[None]
-        return dream_rollouts(self.mdrnn, params, self.starts([episode]), torch.zeros(1, dtype=
-                              torch.int64), [seed], self.temperature, self.horizon, record=True,
-                              scale=self.scale)
+        return dream_rollouts(self.mdrnn, params, self.starts([(episode, self.start_frame)]),
+                              torch.zeros(1, dtype=torch.int64), [seed], self.temperature,
+                              self.horizon, record=True, scale=self.scale, ends=self.ends)
 
 
 # --- rendering ---------------------------------------------------------------------------------

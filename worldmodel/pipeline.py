@@ -71,9 +71,11 @@ CHAIN: tuple[Step, ...] = (
         reads=("seed", "env", "controller"), config=controller.ControllerStepConfig,
         writes=(C.MODEL, C.MEAN_MODEL, C.SUMMARY, layout.METRICS, C.FIGURE, C.STATE,
                 C.STATE_INFO),
-        # controller.renderer came later: null keeps the keys of before. fast and stock stay in
-        # the key: with env.renderer=lowres they search on other frames than null does.
-        added=(*SAME_FRAMES, ("controller.renderer", None)),
+        # controller.renderer and the dream's start and end options came later: their
+        # defaults keep the keys of before. fast and stock stay in the key: with
+        # env.renderer=lowres they search on other frames than null does.
+        added=(*SAME_FRAMES, ("controller.renderer", None),
+               ("controller.dream_start_last", None), ("controller.dream_ends", True)),
     ),
     Step(
         "evaluate", evaluate.run, inputs=("vae", "mdrnn", "controller"),

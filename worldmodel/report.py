@@ -188,7 +188,13 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
                 f"{fmt(entry.get('dream_return_corr_30'))} / "
                 f"{fmt(entry.get('dream_return_corr_100'))}; dream z MSE "
                 f"{fmt(entry.get('dream_mse_sampled'))} against "
-                f"{fmt(entry.get('dream_mse_copy'))} for copying the last z")
+                f"{fmt(entry.get('dream_mse_copy'))} for copying the last z"
+                + ("" if entry.get("dream_tiles_30_gas") is None else
+                   f"; tiles M expects over 30 steps of full gas / coasting / braking "
+                   f"{fmt(entry.get('dream_tiles_30_gas'))} / "
+                   f"{fmt(entry.get('dream_tiles_30_coast'))} / "
+                   f"{fmt(entry.get('dream_tiles_30_brake'))} (the data: "
+                   f"{fmt(entry.get('real_tiles_30'))})"))
     if name == "controller":
         searching = ("inside M" if c.get("mode") == "dream" else
                      f"on {frames_of(c.get('renderer') or env.get('renderer'))}")

@@ -23,6 +23,9 @@
                      expected one, and its ends are exits (worldmodel/rewards.py).
                      dream_return_corr_10, _30, _100: how well the returns M dreams over 10,
                      30 and 100 steps (fed the real actions) track the real ones.
+                     M with tiles adds dream_tiles_30_coast, _gas, _brake: the tiles M
+                     expects over 30 steps of each action held, next to real_tiles_30
+                     (action_response: whether the dream answers the controls).
 
 Training episodes stand in when there are no validation episodes. Every random draw comes from a
 fixed seed, so drawing again gives the same figures.
@@ -147,6 +150,49 @@ def dream_return_corr(model: MDRNN, episodes: list[Latents], temperature: float,
         x = dreamed.numpy()
         if x.std() > 0 and real.std() > 0:
             found[name] = float(np.corrcoef(x, real)[0, 1])
+    return found
+
+
+RESPONSE_STEPS = 30  # steps each constant action is held behind dream_tiles_30_*
+CONSTANT_ACTIONS = {"coast": (0.0, 0.0, 0.0), "gas": (0.0, 1.0, 0.0), "brake": (0.0, 0.0, 1.0)}
+
+
+@torch.inference_mode()
+def action_response(model: MDRNN, episodes: list[Latents]) -> dict[str, float | None]:
+    """Whether M's dream answers the controls, for M with rewards "tiles": from every
+    WINDOW_EVERY-th frame of `episodes` (M having read the real prefix), M dreams
+    RESPONSE_STEPS steps holding one action of CONSTANT_ACTIONS at its most likely z (tau 0),
+    and the tiles it expects (its P(new tile) summed) are averaged over the starts:
+    dream_tiles_30_coast, _gas and _brake, next to real_tiles_30, the tiles the collected
+    driving visited in the same steps.
+
+    On the road, full gas passes a tile every few steps and the brake stops the car. An M that
+    expects about as many tiles whatever the car does (on random driving: 0.35 with full gas,
+    0.37 coasting) pays every controller alike, and the dream cannot rank them."""
+    if model.rewards != "tiles":
+        return {}
+    picked = [(i, t) for i, e in enumerate(episodes)
+              for t in range(WINDOW_EVERY, e.steps, WINDOW_EVERY)]
+    found: dict[str, float | None] = {f"dream_tiles_{RESPONSE_STEPS}_{name}": None
+                                      for name in CONSTANT_ACTIONS}
+    found[f"real_tiles_{RESPONSE_STEPS}"] = None
+    if not picked:
+        return found
+    states = states_at(model, episodes, set(picked))
+    start_h = torch.cat([states[w][0] for w in picked], dim=1)
+    start_c = torch.cat([states[w][1] for w in picked], dim=1)
+    start_z = torch.stack([torch.from_numpy(episodes[i].mu[t]).float() for i, t in picked])
+    for name, action in CONSTANT_ACTIONS.items():
+        z, h, c = start_z, start_h, start_c
+        actions = torch.tensor(action).expand(len(picked), model.action_dim)
+        tiles = torch.zeros(len(picked), dtype=torch.float64)
+        for _ in range(RESPONSE_STEPS):
+            out, (h, c) = model.step(z, actions, (h, c))
+            tiles += torch.sigmoid(out.reward).double()
+            z = sample(out, deterministic=True)
+        found[f"dream_tiles_{RESPONSE_STEPS}_{name}"] = float(tiles.mean())
+    found[f"real_tiles_{RESPONSE_STEPS}"] = float(np.mean(
+        [tile_events(episodes[i].rewards[t : t + RESPONSE_STEPS]).sum() for i, t in picked]))
     return found
 
 
@@ -395,6 +441,7 @@ def make_figures(step_dir: Path, encode_dir: Path, vae_dir: Path, out_dir: Path)
     numbers["rewards"] = model.rewards
     numbers.update(dream_return_corr(model, episodes, settings["dream_temperature"],
                                      torch.Generator().manual_seed(1)))
+    numbers.update(action_response(model, episodes))
     if len(p_tile):
         tiles = tile_events(reward) > 0
         numbers.update(tile_auroc=auroc(p_tile, tiles), tile_events=int(tiles.sum()))

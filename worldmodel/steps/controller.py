@@ -137,9 +137,18 @@ class ControllerParams:
     dream_start: int = 50
     """Dream mode: the agent step of a collected episode a dream starts from (after the
     zoom-in; M reads the frames before it)."""
+    dream_start_last: int | None = None
+    """Dream mode: with a value, each dream starts at an agent step drawn uniformly from
+    [dream_start, dream_start_last] of its episode, so candidates are judged from states
+    along the collected driving (with dream_horizon short, where M's dream still tracks the
+    real one); null: every dream starts at dream_start."""
     dream_horizon: int | None = None
     """Dream mode: agent steps per dream at most; null: max_steps / env.action_repeat -
     dream_start, so a dream spans what is left of a real episode."""
+    dream_ends: bool = True
+    """Dream mode: draw episode ends from M's done head (with mdrnn.rewards=tiles each pays
+    CarRacing's -100 exit). false: every dream runs its horizon, paid the expected tile
+    rewards only (on random-driving data M ties fast driving to exits: docs/ablations.md)."""
     dream_generations: int = 0
     """Real mode: generations inside M's dream before the real ones (dream pre-training, with
     temperature, dream_start and dream_horizon as in dream mode); the real search continues
@@ -197,14 +206,23 @@ def check_params(params: ControllerParams, env: EnvConfig) -> None:
                             "dream mode and for dream pre-training")
         if params.dream_start < 0:
             problems.append(f"controller.dream_start={params.dream_start} must be >= 0")
+        if params.dream_start_last is not None and params.dream_start_last < params.dream_start:
+            problems.append(f"controller.dream_start_last={params.dream_start_last} must be "
+                            f">= controller.dream_start={params.dream_start} (or null)")
         if dream_horizon(params, env.action_repeat) < 1:
             problems.append(f"controller.dream_horizon={params.dream_horizon} must be >= 1 "
                             "(null: max_steps / env.action_repeat - dream_start, which must be "
                             ">= 1 then)")
-    elif params.temperature is not None:
-        # A temperature sweep in real mode would train the same controller once per tau.
-        problems.append("controller.temperature is used by controller=dream and by dream "
-                        "pre-training (controller.dream_generations > 0) only")
+    else:
+        # A sweep over them in real mode would train the same controller once per value.
+        unused = [f"controller.{name}" for name, value, default in (
+            ("temperature", params.temperature, None),
+            ("dream_start_last", params.dream_start_last, None),
+            ("dream_ends", params.dream_ends, True)) if value != default]
+        if unused:
+            problems.append(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} "
+                            "used by controller=dream and by dream pre-training "
+                            "(controller.dream_generations > 0) only")
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -319,12 +337,14 @@ def make_dreamer(ctx: StepContext, params: ControllerParams, files: AgentFiles
         ctx.log.warning("the dream may not rank controllers: %s", problem)
     return dream.Dreamer(mdrnn, episodes, params.dream_start, float(params.temperature),
                          dream_horizon(params, ctx.config.env.action_repeat),
-                         ctx.hardware.device)
+                         ctx.hardware.device, params.dream_start_last, params.dream_ends)
 
 
 # Below these, M's held-out predictions cannot tell a good step from a bad one well enough for
-# the dream's returns to rank candidates (mdrnn's evaluation.json).
-MIN_REWARD_CORR, MIN_AUROC = 0.5, 0.75
+# the dream's returns to rank candidates (mdrnn's evaluation.json). MIN_GAS_GAIN: tiles that
+# 30 steps of full gas must earn over coasting in M's dream (a car at speed on the road passes
+# a tile about every other step; on random driving M expected 0.35 against 0.37).
+MIN_REWARD_CORR, MIN_AUROC, MIN_GAS_GAIN = 0.5, 0.75, 0.5
 
 
 def dream_problem(evaluation_path: Path, rewards: str) -> str | None:
@@ -350,6 +370,11 @@ def dream_problem(evaluation_path: Path, rewards: str) -> str | None:
             problems.append(f"no {what} to tell apart")
         elif value < MIN_AUROC:
             problems.append(f"it tells {what} apart at AUROC {value:.2f} (< {MIN_AUROC})")
+    gas, coast = quality.get("dream_tiles_30_gas"), quality.get("dream_tiles_30_coast")
+    if gas is not None and coast is not None and gas - coast < MIN_GAS_GAIN:
+        problems.append(f"its dream hardly answers the throttle: over 30 steps it expects "
+                        f"{gas:.2f} tiles at full gas and {coast:.2f} coasting (< "
+                        f"{MIN_GAS_GAIN} apart)")
     if not problems:
         return None
     levers = "more M epochs, or data with more driving (iterations > 1)"
@@ -358,31 +383,24 @@ def dream_problem(evaluation_path: Path, rewards: str) -> str | None:
     return f"on held-out episodes {'; '.join(problems)}. What helps: {levers}"
 
 
-def pick_episodes(rng: np.random.Generator, available: int, count: int) -> list[int]:
-    """`count` episodes to dream from, all different while there are enough."""
-    return [int(e) for e in rng.choice(available, count, replace=count > available)]
-
-
 def dream_fitness(ctx: StepContext, params: ControllerParams, dreamer: dream.Dreamer
                   ) -> FitnessFn:
     def fitness(generation: int, candidates: np.ndarray) -> Evaluation:
-        episodes = pick_episodes(ctx.rng("dream", "starts", generation), len(dreamer.episodes),
-                                 params.rollouts)
+        starts = dreamer.pick_starts(ctx.rng("dream", "starts", generation), params.rollouts)
         seeds = [ctx.derive_seed("dream", generation, r) for r in range(params.rollouts)]
-        returns, steps, seconds = dreamer.evaluate(candidates, episodes, seeds)
+        returns, steps, seconds = dreamer.evaluate(candidates, starts, seeds)
         return Evaluation(returns, 0, steps, seconds)
 
     return fitness
 
 
 def dream_score(ctx: StepContext, params: ControllerParams, dreamer: dream.Dreamer) -> ScoreFn:
-    """The dream's counterpart of real_score: fixed episodes and seeds, the same each time."""
-    episodes = pick_episodes(ctx.rng("dream", "score"), len(dreamer.episodes),
-                             params.score_episodes)
+    """The dream's counterpart of real_score: fixed starts and seeds, the same each time."""
+    starts = dreamer.pick_starts(ctx.rng("dream", "score"), params.score_episodes)
     seeds = [ctx.derive_seed("dream", "score", e) for e in range(params.score_episodes)]
 
     def score(candidates: np.ndarray) -> Evaluation:
-        returns, steps, seconds = dreamer.evaluate(candidates, episodes, seeds)
+        returns, steps, seconds = dreamer.evaluate(candidates, starts, seeds)
         return Evaluation(returns, 0, steps, seconds)
 
     return score
