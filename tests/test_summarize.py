@@ -9,6 +9,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from tests.conftest import REPO
 
 
@@ -77,3 +79,21 @@ def test_other_metric_and_output_dir_and_nothing_to_summarise(tmp_path, capsys):
     assert float(row["controller.best_score mean"]) == 1.0
     assert summarize.main([str(sweep), "--metric", "evaluate.nothing"]) == 2
     assert "no job under" in capsys.readouterr().err
+
+
+def test_the_throttle_effect_correlates_the_gas_held_with_the_tiles_visited(tmp_path, capsys):
+    from worldmodel.episodes import Episode, episode_path, save_episode
+
+    script = load_script("throttle_effect")
+    rng = np.random.default_rng(0)
+    for index in range(3):  # gas held per 30 steps; a tile on every step with gas above 0.5
+        gas = np.repeat(rng.uniform(0, 1, 10), 30).astype(np.float32)
+        actions = np.stack([np.zeros(300), gas, np.zeros(300)], axis=1).astype(np.float32)
+        rewards = np.where(gas > 0.5, 3.2, -0.1).astype(np.float32)
+        save_episode(episode_path(tmp_path, index), Episode(
+            np.zeros((301, 8, 8, 3), np.uint8), actions, rewards, False, True, False))
+    found = script.throttle_effect([tmp_path])
+    assert found["windows"] == 3 * len(range(25, 300 - 30, 25))
+    assert found["gas_tiles_corr"] > 0.8 and found["windows_after_a_tile"] > 0
+    assert script.main([str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out) == found

@@ -167,8 +167,8 @@ def action_response(model: MDRNN, episodes: list[Latents]) -> dict[str, float | 
     driving visited in the same steps.
 
     On the road, full gas passes a tile every few steps and the brake stops the car. An M that
-    expects about as many tiles whatever the car does (on random driving: 0.35 with full gas,
-    0.37 coasting) pays every controller alike, and the dream cannot rank them."""
+    expects about as many tiles whatever the car does (learned from random driving: 0.69 with
+    full gas, 0.74 coasting) pays every controller alike, and the dream cannot rank them."""
     if model.rewards != "tiles":
         return {}
     picked = [(i, t) for i, e in enumerate(episodes)
