@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from worldmodel import durable
-from worldmodel.latents import load_latents
+from worldmodel.latents import Latents, load_latents
 from worldmodel.models import MDRNN, VAE, MDNOutput, act_batch, to_uint8
 from worldmodel.rewards import EXIT_REWARD, RewardScale, measure_scale
 
@@ -204,7 +204,7 @@ class Dreamer:
     def __post_init__(self) -> None:
         self.mdrnn = self.mdrnn.to(self.device).eval()
         self._starts: dict[tuple[int, int], Starts] = {}  # warm-ups are deterministic
-        self._lengths: dict[int, int] = {}
+        self._latents: dict[int, Latents] = {}  # each episode read once (kilobytes each)
         self.scale: RewardScale | None = None
         if self.mdrnn.rewards == "tiles":
             self.scale = measure_scale([durable.read_array(p, "rewards", "latent file")
@@ -219,21 +219,19 @@ class Dreamer:
         u = rng.random(count)
         starts = []
         for e, ue in zip(episodes.tolist(), u.tolist(), strict=True):
-            last = min(self.start_last, self.length(e) - 1)
+            last = min(self.start_last, self.latents(e).steps - 1)
             starts.append((e, self.start_frame + int(ue * max(last - self.start_frame + 1, 1))))
         return starts
 
-    def length(self, episode: int) -> int:
-        """Agent steps (actions) of an episode."""
-        if episode not in self._lengths:
-            self._lengths[episode] = len(load_latents(self.episodes[episode],
-                                                      self.mdrnn.z_dim).actions)
-        return self._lengths[episode]
+    def latents(self, episode: int) -> Latents:
+        if episode not in self._latents:
+            self._latents[episode] = load_latents(self.episodes[episode], self.mdrnn.z_dim)
+        return self._latents[episode]
 
     def starts(self, starts: Sequence[tuple[int, int]]) -> Starts:
         for episode, frame in starts:
             if (episode, frame) not in self._starts:
-                latents = load_latents(self.episodes[episode], self.mdrnn.z_dim)
+                latents = self.latents(episode)
                 self._starts[episode, frame] = warm_up(self.mdrnn, latents.mu, latents.actions,
                                                        frame, self.device)
         return cat_starts([self._starts[start] for start in starts])
