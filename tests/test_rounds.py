@@ -292,6 +292,8 @@ ADDED_LATER = (("collect", ("random_share", "controller_noise")), ("mdrnn", ("re
                ("controller", ("renderer", "dream_start_last", "dream_ends")))
 
 
+# Real mode's search now drives lowres by default; set to the old behaviour (null: the env's
+# renderer), the added setting leaves every key as it was.
 @pytest.mark.parametrize("mode, settings", [
     ("real", (("mdrnn.rewards=tiles", ["mdrnn", "controller"]),
               ("controller.renderer=lowres", ["controller"]))),  # only C on lowres
@@ -304,7 +306,7 @@ def test_settings_added_at_their_old_behaviour_keep_the_keys_of_before(mode, set
     def chain_keys(cfg) -> dict[str, str]:
         return {n: k for n, (k, _) in make_runner(pipeline.STEPS, cfg, Path("/x")).keys().items()}
 
-    overrides = [*TINY, f"controller={mode}"]
+    overrides = [*TINY, f"controller={mode}", "controller.renderer=null"]
     now = compose_config(overrides)
     before = compose_config(overrides)
     with open_dict(before):  # the config as it was before these settings existed

@@ -4,7 +4,9 @@
 device that is missing stops the run with one line that names the fix. Numerics switches
 (TF32, determinism) and thread counts are set here and nowhere else.
 
-Nothing here enters a step's identity: a result computed on any device is the same result.
+Nothing here enters a step's identity: a result computed on any device is the same result
+in distribution. Bit for bit it is the same only on the same CPU model (or GPU), package
+versions and thread count, which is why every manifest records them (`machine`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import platform
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -78,12 +81,68 @@ class Hardware:
             "backend": self.backend,
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
+            **machine(),
         }
         if self.ray_address is not None:
             info["ray_address"] = self.ray_address
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
         return info
+
+
+# The instruction-set extensions that pick torch's CPU kernels (and so the last bits of a
+# float result); a virtual machine's model name alone ("Intel(R) Xeon(R) Processor") often
+# does not tell two CPU generations apart.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+             "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16",
+             "amx_int8", "neon", "asimd", "sve")
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family/model/stepping numbers where the OS gives them."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip(), value.strip())
+    except OSError:
+        fields = {}
+    name = fields.get("model name") or fields.get("Hardware") or sysctl("machdep.cpu.brand_string")
+    numbers = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
+    return (name or platform.processor() or "unknown") + (f" ({', '.join(numbers)})"
+                                                          if numbers else "")
+
+
+def cpu_flags() -> list[str]:
+    """Which of ISA_FLAGS the CPU has (Linux: /proc/cpuinfo; elsewhere: empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() in ("flags", "Features"):
+                present = set(value.split())
+                return [flag for flag in ISA_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def sysctl(query: str) -> str | None:
+    try:
+        return subprocess.run(["sysctl", "-n", query], capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine() -> dict[str, object]:
+    """Besides the thread count, what decides the last bits of a CPU result."""
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_flags": " ".join(cpu_flags()),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+    }
 
 
 def available_cpus() -> int:
@@ -104,16 +163,7 @@ def running_under_rosetta() -> bool:
     """True for an x86_64 Python translated by Rosetta 2 on an Apple Silicon Mac."""
     if platform.system() != "Darwin" or platform.machine() != "x86_64":
         return False
-    for query in ("sysctl.proc_translated", "hw.optional.arm64"):
-        try:
-            answer = subprocess.run(
-                ["sysctl", "-n", query], capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if answer == "1":
-            return True
-    return False
+    return any(sysctl(query) == "1" for query in ("sysctl.proc_translated", "hw.optional.arm64"))
 
 
 ROSETTA_WARNING = (

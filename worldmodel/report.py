@@ -233,7 +233,7 @@ def steps_section(summary: dict, manifests: dict[str, dict]) -> list[str]:
             continue
         manifest = manifests.get(name, {})
         reused = {True: "reused", False: "ran", None: "–"}[entry.get("reused")]
-        device = manifest.get("hardware", {}).get("device", "–")
+        device = computed_on(manifest.get("hardware", {}))
         commit = (manifest.get("git_commit") or "–")[:12]
         protocol = protocol_lines(name, entry, manifest.get("config", {})).replace("|", "\\|")
         seconds = entry.get("seconds")
@@ -265,11 +265,27 @@ def environment_section(summary: dict, manifests: dict[str, dict]) -> list[str]:
               "- git commit: per step, in the table above",
               "- hardware: " + ", ".join(f"{k} {v}" for k, v in hardware.items()),
               "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())]
+    commit = run.get("git_commit") or ""
+    if commit.endswith("+dirty"):
+        lines.append("- note: the source tree had uncommitted changes (`+dirty`): the commit "
+                     "alone does not reproduce this run")
     differ = sorted({m.get("git_commit") for m in manifests.values() if m} - {None})
     if len(differ) > 1:
         lines.append(f"- note: the stored results were made at {len(differ)} different "
                      "commits (see the table)")
+    cpus = sorted({m.get("hardware", {}).get("cpu_model") for m in manifests.values() if m}
+                  - {None})
+    if len(cpus) > 1:
+        lines.append(f"- note: the stored results were made on {len(cpus)} CPU models (see "
+                     "the table): equal in distribution, not bit for bit, to one machine's")
     return lines
+
+
+def computed_on(hardware: dict) -> str:
+    """A step's device, and for the CPU its model: the CPU decides a result's last bits."""
+    device = hardware.get("device", "–")
+    model = hardware.get("cpu_model")
+    return f"{device}, {model}" if model and device == "cpu" else device
 
 
 def numbers_section(summary: dict) -> list[str]:

@@ -270,6 +270,7 @@ class Runner:
         self.tracker = tracker or tracking.Tracker()
         self.summary: dict[str, Any] = {}
         self._checked: dict[str, Artifact] = {}
+        self._told_other_cpu = False
 
     def keys(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """Every step's (key, identity slice), computed from config alone, in table order."""
@@ -426,6 +427,8 @@ class Runner:
                 artifact = self._compute(step, key, identity, inputs, force)
                 self.summary["run"].pop("computing")
         seconds = time.perf_counter() - started
+        if reused:
+            self._tell_other_cpu(step.name, artifact.manifest)
         verb = "reused" if reused else f"ran in {seconds:.1f} s"
         log.info("[%s] %s -> %s", step.name, verb, artifact.path)
         self.summary[step.name] = self._summary_entry(
@@ -434,6 +437,18 @@ class Runner:
         self._write_summary()
         self.tracker.log_result(step.name, artifact.path, artifact.metrics, reused)
         return artifact
+
+    def _tell_other_cpu(self, name: str, manifest: dict) -> None:
+        """Say once per run that a reused result was made on another CPU model: equal to what
+        this machine would compute in distribution, not bit for bit (README, Reproducibility)."""
+        made_on = manifest.get("hardware", {}).get("cpu_model")
+        here = self.hardware.describe().get("cpu_model")
+        if self._told_other_cpu or made_on is None or made_on == here:
+            return
+        self._told_other_cpu = True
+        log.info("[%s] reuses a result made on another CPU model (%s; this machine: %s): "
+                 "recomputing it here would give equal results in distribution, not bit for "
+                 "bit; later steps may reuse such results too", name, made_on, here)
 
     @staticmethod
     def _summary_entry(key: str, path: Path, reused: bool, seconds: float, manifest: dict) -> dict:
