@@ -10,6 +10,11 @@ Overrides every job shares are listed once, above the table. Writes sweep_summar
 sweep_summary.md and sweep_summary.png (into SWEEP_DIR, or --out) and prints where they went.
 The std is across seeds (sample std, ddof=1; 0 for a single seed). A job without the metric
 (failed, or its run stopped before the step) is listed as left out, not averaged as zero.
+
+Below the table, one row per job (also sweep_jobs.csv): its metric, and from its evaluation's
+returns the episodes, median, share >= 900 and episodes below 500; its run's wall time
+(summary.json run.seconds: the runner's, from the first step to the last) and the CPU model
+it ran on.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ import yaml
 NAME = "sweep_summary"
 
 
+SOLVED = 900.0  # the task's "solved" return
+POOR = 500.0    # an episode below this left the road for good or crashed out
+
+
 @dataclass
 class Job:
     path: Path
@@ -34,6 +43,24 @@ class Job:
     seed: str | None
     value: float | None
     status: str | None
+    summary: dict = field(default_factory=dict)
+
+    def details(self) -> dict[str, object]:
+        """What one job's run shows besides the metric: its evaluation's spread, time, CPU."""
+        run = self.summary.get("run", {})
+        returns = self.summary.get("evaluate", {}).get("returns") or []
+        ordered = sorted(float(r) for r in returns)
+        n = len(ordered)
+        median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2 if n else None
+        return {
+            "episodes": n or None,
+            "median": median,
+            "share_900": sum(r >= SOLVED for r in ordered) / n if n else None,
+            "below_500": sum(r < POOR for r in ordered) if n else None,
+            "minutes": run["seconds"] / 60 if isinstance(run.get("seconds"), (int, float))
+            else None,
+            "cpu": (run.get("hardware") or {}).get("cpu_model"),
+        }
 
 
 @dataclass
@@ -75,7 +102,8 @@ def read_jobs(sweep_dir: Path, metric: str) -> list[Job]:
         if seed is None and summary.get("run", {}).get("seed") is not None:
             seed = str(summary["run"]["seed"])
         jobs.append(Job(job_dir, [o for o in overrides if not o.startswith("seed=")], seed,
-                        metric_value(summary, metric), summary.get("run", {}).get("status")))
+                        metric_value(summary, metric), summary.get("run", {}).get("status"),
+                        summary))
     return jobs
 
 
@@ -106,8 +134,44 @@ def write_csv(path: Path, rows: list[Row], metric: str) -> None:
                              min(r.values), max(r.values)])
 
 
+JOB_COLUMNS = ("job", "configuration", "seed", "status", "value", "episodes", "median",
+               "share_900", "below_500", "minutes", "cpu")
+
+
+def job_rows(jobs: list[Job], common: list[str]) -> list[dict[str, object]]:
+    return [{"job": job.path.name,
+             "configuration": " ".join(o for o in job.overrides if o not in common)
+             or "(every job)",
+             "seed": job.seed, "status": job.status, "value": job.value, **job.details()}
+            for job in jobs]
+
+
+def write_jobs_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=JOB_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cell(value: object, spec: str = "") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def jobs_markdown(rows: list[dict[str, object]], metric: str) -> list[str]:
+    lines = [f"| job | configuration | seed | {metric} | median | ≥ 900 | below 500 | "
+             "wall time (min) | CPU |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        share = cell(None if r["share_900"] is None else 100 * r["share_900"], ".0f")
+        below = (f"{r['below_500']} of {r['episodes']}" if r["episodes"] else "–")
+        lines.append(f"| {r['job']} | {str(r['configuration']).replace('|', chr(92) + '|')} | "
+                     f"{cell(r['seed'])} | {cell(r['value'], '.1f')} | {cell(r['median'], '.1f')}"
+                     f" | {share}{' %' if r['share_900'] is not None else ''} | {below} | "
+                     f"{cell(r['minutes'], '.1f')} | {cell(r['cpu'])} |")
+    return lines
+
+
 def write_markdown(path: Path, rows: list[Row], common: list[str], left_out: list[Job],
-                   metric: str, sweep_dir: Path) -> None:
+                   metric: str, sweep_dir: Path, jobs: list[dict[str, object]]) -> None:
     lines = [f"# Sweep {sweep_dir.name}: {metric}", ""]
     if common:
         lines += ["Every job: " + " ".join(f"`{o}`" for o in common), ""]
@@ -120,6 +184,8 @@ def write_markdown(path: Path, rows: list[Row], common: list[str], left_out: lis
     if left_out:
         lines += ["", f"Left out ({len(left_out)} job(s) without {metric}): " + ", ".join(
             f"{j.path.name} ({j.status})" for j in left_out)]
+    lines += ["", "Per job (median, ≥ 900 and below 500 over its evaluation's episodes; wall "
+              "time: its run, first step to last):", "", *jobs_markdown(jobs, metric)]
     lines += ["", f"![{metric} per configuration]({NAME}.png)"]
     path.write_text("\n".join(lines) + "\n")
 
@@ -159,13 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or args.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
+    per_job = job_rows(jobs, common)
     write_csv(out / f"{NAME}.csv", rows, args.metric)
-    write_markdown(out / f"{NAME}.md", rows, common, left_out, args.metric, args.sweep_dir)
+    write_jobs_csv(out / "sweep_jobs.csv", per_job)
+    write_markdown(out / f"{NAME}.md", rows, common, left_out, args.metric, args.sweep_dir,
+                   per_job)
     plot(out / f"{NAME}.png", rows, args.metric)
     print(f"{len(jobs)} jobs, {len(rows)} configurations"
           + (f", {len(left_out)} left out" if left_out else ""))
-    for suffix in ("csv", "md", "png"):
-        print(out / f"{NAME}.{suffix}")
+    for name in (f"{NAME}.csv", "sweep_jobs.csv", f"{NAME}.md", f"{NAME}.png"):
+        print(out / name)
     return 0
 
 

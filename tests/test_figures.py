@@ -135,3 +135,23 @@ def test_style_is_scoped_and_format_swaps_the_suffix(tmp_path):
     assert figures.image_rows([("x", image)], tmp_path / "g.png", columns=["0", "1"]).is_file()
     with pytest.raises(ValueError, match="png, pdf, svg"):
         figures.check_format("jpg")
+
+
+def test_report_names_each_steps_cpu_and_notes_a_dirty_tree_and_mixed_cpus():
+    made = {"device": "cpu", "cpu_model": "CPU A (model 1)", "cpu_flags": "avx2 fma"}
+    manifests = {"collect": {"hardware": made, "git_commit": "a" * 40},
+                 "vae": {"hardware": dict(made, cpu_model="CPU B (model 2)"),
+                         "git_commit": "a" * 40}}
+    summary = {"run": {"git_commit": "b" * 40 + "+dirty", "hardware": made, "seconds": 60},
+               "collect": {"key": "k1", "reused": True, "seconds": 1.0},
+               "vae": {"key": "k2", "reused": False, "seconds": 59.0}}
+    steps = "\n".join(report.steps_section(summary, manifests))
+    assert "| cpu, CPU A (model 1) |" in steps and "| cpu, CPU B (model 2) |" in steps
+    environment = "\n".join(report.environment_section(summary, manifests))
+    assert "cpu_model CPU A (model 1)" in environment and "cpu_flags avx2 fma" in environment
+    assert "uncommitted changes (`+dirty`)" in environment
+    assert "made on 2 CPU models" in environment
+    clean = dict(summary, run=dict(summary["run"], git_commit="b" * 40))
+    one_cpu = {"collect": manifests["collect"]}
+    text = "\n".join(report.environment_section(clean, one_cpu))
+    assert "+dirty" not in text and "CPU models" not in text

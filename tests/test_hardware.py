@@ -93,3 +93,15 @@ def test_cli_cuda_without_cuda_is_one_line_and_nonzero(tmp_path):
     errors = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
     assert len(errors) == 1, errors
     assert "hardware=cpu or hardware=auto" in errors[0]
+
+
+def test_the_machine_record_names_the_cpu_and_its_isa_extensions():
+    amd = {"model name": "AMD EPYC 7B13", "cpu family": "25", "model": "1", "stepping": "0",
+           "flags": "fpu sse4_2 avx avx2 fma f16c bmi2"}
+    assert hardware.cpu_model(amd) == "AMD EPYC 7B13 (cpu family 25, model 1, stepping 0)"
+    assert hardware.cpu_flags(amd) == ["sse4_2", "avx", "avx2", "fma", "f16c"]
+    arm = {"Features": "fp asimd evtstrm sve", "CPU implementer": "0x41"}
+    assert hardware.cpu_flags(arm) == ["asimd", "sve"]
+    record = hardware.machine()
+    assert record["cpu_model"] and isinstance(record["cpu_flags"], str)
+    assert record["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()

@@ -169,6 +169,34 @@ def test_manifest_records_config_inputs_files_versions(tmp_path):
     assert json.loads(metrics[0])["total/total"] == summary["total"]["total"]
 
 
+def test_manifest_records_the_machine_that_decides_the_last_bits(tmp_path):
+    summary = runner(tmp_path).run(["numbers"])
+    manifest = json.loads((Path(summary["numbers"]["path"]) / MANIFEST).read_text())
+    machine = manifest["hardware"]
+    assert machine["cpu_model"] and machine["threads"] == 1
+    assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(machine) >= {"cpu_flags", "torch_interop_threads", "mkldnn"}
+    assert manifest["git_commit"] is None or len(manifest["git_commit"].split("+")[0]) == 40
+
+
+def test_reusing_results_made_on_another_cpu_model_is_said_once(tmp_path, caplog):
+    summary = runner(tmp_path).run("all")
+    for name in ("numbers", "total"):  # as if copied from a machine with another CPU
+        path = Path(summary[name]["path"]) / MANIFEST
+        manifest = json.loads(path.read_text())
+        manifest["hardware"]["cpu_model"] = "Other CPU (model 9)"
+        path.write_text(json.dumps(manifest))
+    with caplog.at_level(logging.INFO, logger="worldmodel"):
+        runner(tmp_path, verify="size").run("all")
+    told = [r.getMessage() for r in caplog.records if "another CPU model" in r.getMessage()]
+    assert len(told) == 1 and "Other CPU (model 9)" in told[0]
+    assert "in distribution, not bit for bit" in told[0]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="worldmodel"):
+        runner(tmp_path, verify="size").run(["side"])  # made here: nothing to say
+    assert not [r for r in caplog.records if "another CPU model" in r.getMessage()]
+
+
 def test_asking_for_one_step_runs_only_missing_upstream(tmp_path):
     runner(tmp_path).run(["total"])
     assert CALLS == Counter(numbers=1, numbers_item=4, total=1)  # side is not upstream

@@ -23,14 +23,17 @@ def load_script(name: str):
     return module
 
 
-def fake_job(sweep: Path, number: int, overrides: list[str], mean_return: float | None) -> None:
+def fake_job(sweep: Path, number: int, overrides: list[str], mean_return: float | None,
+             returns: list[float] | None = None, seconds: float | None = None) -> None:
     job = sweep / str(number)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    summary = {"run": {"status": "complete" if mean_return is not None else "failed"},
+    summary = {"run": {"status": "complete" if mean_return is not None else "failed",
+                       "seconds": seconds, "hardware": {"cpu_model": "Test CPU (model 1)"}},
                "controller": {"best_score": 1.0}}
     if mean_return is not None:
-        summary["evaluate"] = {"mean_return": mean_return, "episodes": 100}
+        summary["evaluate"] = {"mean_return": mean_return, "episodes": 100,
+                               "returns": returns or []}
     (job / "summary.json").write_text(json.dumps(summary))
 
 
@@ -64,6 +67,24 @@ def test_one_row_per_configuration_with_mean_and_std_across_seeds(tmp_path, caps
     assert "| controller=dream | 0 1 | 2 | 60.0 ± 14.1 | 50.0 | 70.0 |" in table
     assert "Left out (1 job(s)" in table
     assert (sweep / "sweep_summary.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_one_row_per_job_with_its_evaluations_spread_wall_time_and_cpu(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, 0, ["seed=0"], 700.0, returns=[950.0, 400.0, 900.0, 550.0], seconds=2400)
+    fake_job(sweep, 1, ["seed=1"], None)  # failed before evaluating
+    assert load_script("summarize").main([str(sweep)]) == 0
+    assert str(sweep / "sweep_jobs.csv") in capsys.readouterr().out
+    first, failed = list(csv.DictReader((sweep / "sweep_jobs.csv").open()))
+    assert first["seed"] == "0" and float(first["value"]) == 700.0
+    assert float(first["median"]) == 725.0  # the mean of the middle two of four
+    assert float(first["share_900"]) == 0.5 and first["below_500"] == "1"
+    assert float(first["minutes"]) == 40.0 and first["cpu"] == "Test CPU (model 1)"
+    assert failed["status"] == "failed" and failed["value"] == "" and failed["median"] == ""
+    table = (sweep / "sweep_summary.md").read_text()
+    assert ("| 0 | (every job) | 0 | 700.0 | 725.0 | 50 % | 1 of 4 | 40.0 | Test CPU (model 1) |"
+            in table)
+    assert "| 1 | (every job) | 1 | – | – | – | – | – | Test CPU (model 1) |" in table
 
 
 def test_other_metric_and_output_dir_and_nothing_to_summarise(tmp_path, capsys):

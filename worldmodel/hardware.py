@@ -98,32 +98,30 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
              "amx_int8", "neon", "asimd", "sve")
 
 
-def cpu_model() -> str:
-    """The CPU's model name with its family/model/stepping numbers where the OS gives them."""
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (Linux); empty elsewhere."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             name, _, value = line.partition(":")
             fields.setdefault(name.strip(), value.strip())
     except OSError:
-        fields = {}
+        pass
+    return fields
+
+
+def cpu_model(fields: dict[str, str]) -> str:
+    """The CPU's model name with its family/model/stepping numbers where the OS gives them."""
     name = fields.get("model name") or fields.get("Hardware") or sysctl("machdep.cpu.brand_string")
     numbers = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
     return (name or platform.processor() or "unknown") + (f" ({', '.join(numbers)})"
                                                           if numbers else "")
 
 
-def cpu_flags() -> list[str]:
-    """Which of ISA_FLAGS the CPU has (Linux: /proc/cpuinfo; elsewhere: empty)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() in ("flags", "Features"):
-                present = set(value.split())
-                return [flag for flag in ISA_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+def cpu_flags(fields: dict[str, str]) -> list[str]:
+    """Which of ISA_FLAGS the CPU has (x86 "flags" or ARM "Features" of /proc/cpuinfo)."""
+    present = set((fields.get("flags") or fields.get("Features") or "").split())
+    return [flag for flag in ISA_FLAGS if flag in present]
 
 
 def sysctl(query: str) -> str | None:
@@ -136,9 +134,10 @@ def sysctl(query: str) -> str | None:
 
 def machine() -> dict[str, object]:
     """Besides the thread count, what decides the last bits of a CPU result."""
+    fields = cpuinfo()
     return {
-        "cpu_model": cpu_model(),
-        "cpu_flags": " ".join(cpu_flags()),
+        "cpu_model": cpu_model(fields),
+        "cpu_flags": " ".join(cpu_flags(fields)),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
