@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import math
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,7 @@ import yaml
 NAME = "sweep_summary"
 
 
-SOLVED = 900.0  # the task's "solved" return
-POOR = 500.0    # an episode below this left the road for good or crashed out
+POOR = 500.0  # an episode below this left the road for good or crashed out
 
 
 @dataclass
@@ -48,15 +48,13 @@ class Job:
     def details(self) -> dict[str, object]:
         """What one job's run shows besides the metric: its evaluation's spread, time, CPU."""
         run = self.summary.get("run", {})
-        returns = self.summary.get("evaluate", {}).get("returns") or []
-        ordered = sorted(float(r) for r in returns)
-        n = len(ordered)
-        median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2 if n else None
+        evaluation = self.summary.get("evaluate", {})
+        returns = evaluation.get("returns") or []
         return {
-            "episodes": n or None,
-            "median": median,
-            "share_900": sum(r >= SOLVED for r in ordered) / n if n else None,
-            "below_500": sum(r < POOR for r in ordered) if n else None,
+            "episodes": len(returns) or None,
+            "median": statistics.median(returns) if returns else None,
+            "share_900": evaluation.get("fraction_900"),  # the evaluate step's own share
+            "below_500": sum(r < POOR for r in returns) if returns else None,
             "minutes": run["seconds"] / 60 if isinstance(run.get("seconds"), (int, float))
             else None,
             "cpu": (run.get("hardware") or {}).get("cpu_model"),
@@ -107,6 +105,11 @@ def read_jobs(sweep_dir: Path, metric: str) -> list[Job]:
     return jobs
 
 
+def label(job: Job, common: list[str]) -> str:
+    """A job's configuration: its overrides but seed= and those every job shares."""
+    return " ".join(o for o in job.overrides if o not in common) or "(every job)"
+
+
 def group(jobs: list[Job]) -> tuple[list[str], list[Row], list[Job]]:
     """(overrides common to every job, one row per configuration in first-seen order, jobs
     left out for want of the metric)."""
@@ -114,8 +117,8 @@ def group(jobs: list[Job]) -> tuple[list[str], list[Row], list[Job]]:
     rows: dict[str, Row] = {}
     left_out = []
     for job in jobs:
-        label = " ".join(o for o in job.overrides if o not in common) or "(every job)"
-        row = rows.setdefault(label, Row(label))
+        name = label(job, common)
+        row = rows.setdefault(name, Row(name))
         if job.value is None:
             left_out.append(job)
             continue
@@ -139,10 +142,8 @@ JOB_COLUMNS = ("job", "configuration", "seed", "status", "value", "episodes", "m
 
 
 def job_rows(jobs: list[Job], common: list[str]) -> list[dict[str, object]]:
-    return [{"job": job.path.name,
-             "configuration": " ".join(o for o in job.overrides if o not in common)
-             or "(every job)",
-             "seed": job.seed, "status": job.status, "value": job.value, **job.details()}
+    return [{"job": job.path.name, "configuration": label(job, common), "seed": job.seed,
+             "status": job.status, "value": job.value, **job.details()}
             for job in jobs]
 
 

@@ -16,25 +16,20 @@ import pytest
 import torch
 
 from tests.conftest import run_cli
+from worldmodel.models.mdrnn import MDRNN
+from worldmodel.models.vae import VAE
+from worldmodel.rollout import load_model
 
 SMALL_DATA = ["hardware=cpu", "hardware.threads=2", "data=tiny", "collect.episodes=6",
               "collect.max_steps=200", "vae.epochs=2", "mdrnn.epochs=3"]
 
 
+MODELS = {"vae": VAE, "mdrnn": MDRNN}
+
+
 def model_tensors(store: Path, step: str) -> dict[str, torch.Tensor]:
     [path] = (store / step).glob("*/model.pt")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    flat = {}
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, torch.Tensor):
-            flat[prefix] = value
-        elif isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-
-    walk("", state)
-    return flat
+    return load_model(MODELS[step], path, step).state_dict()
 
 
 @pytest.mark.slow

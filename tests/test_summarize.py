@@ -33,7 +33,9 @@ def fake_job(sweep: Path, number: int, overrides: list[str], mean_return: float 
                "controller": {"best_score": 1.0}}
     if mean_return is not None:
         summary["evaluate"] = {"mean_return": mean_return, "episodes": 100,
-                               "returns": returns or []}
+                               "returns": returns or [],
+                               "fraction_900": np.mean(np.array(returns) >= 900) if returns
+                               else 0.0}
     (job / "summary.json").write_text(json.dumps(summary))
 
 

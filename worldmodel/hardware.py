@@ -11,6 +11,7 @@ versions and thread count, which is why every manifest records them (`machine`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -132,12 +133,17 @@ def sysctl(query: str) -> str | None:
         return None
 
 
+@functools.cache
+def cpu() -> dict[str, str]:
+    """This machine's CPU model and ISA flags, read once per process (they cannot change)."""
+    fields = cpuinfo()
+    return {"cpu_model": cpu_model(fields), "cpu_flags": " ".join(cpu_flags(fields))}
+
+
 def machine() -> dict[str, object]:
     """Besides the thread count, what decides the last bits of a CPU result."""
-    fields = cpuinfo()
     return {
-        "cpu_model": cpu_model(fields),
-        "cpu_flags": " ".join(cpu_flags(fields)),
+        **cpu(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),

@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from worldmodel import durable, layout, seeding, tracking
 from worldmodel.config import config_slice, drop_keys, typed
 from worldmodel.errors import ConfigError, StoreError
-from worldmodel.hardware import Hardware
+from worldmodel.hardware import Hardware, cpu
 from worldmodel.store import Artifact, Store, step_key
 
 log = logging.getLogger("worldmodel")
@@ -442,7 +442,7 @@ class Runner:
         """Say once per run that a reused result was made on another CPU model: equal to what
         this machine would compute in distribution, not bit for bit (README, Reproducibility)."""
         made_on = manifest.get("hardware", {}).get("cpu_model")
-        here = self.hardware.describe().get("cpu_model")
+        here = cpu()["cpu_model"]
         if self._told_other_cpu or made_on is None or made_on == here:
             return
         self._told_other_cpu = True
