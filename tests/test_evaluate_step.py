@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import compose_config
-from tests.test_controller_step import runner, tiny_config
-from worldmodel import seeding
+from tests.test_controller_step import load_flat, runner, tiny_config
+from worldmodel import pipeline, seeding
+from worldmodel.config import drop_keys
+from worldmodel.errors import ConfigError
+from worldmodel.rollout import DriveSettings, Job, drive_jobs, stored_agent
 from worldmodel.steps import controller as controller_step
 from worldmodel.steps import evaluate as evaluate_step
 
 EPISODES = 3  # test_controller_step.TINY's evaluate.episodes
-
-
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +199,43 @@ def test_watch_records_an_evaluation_episode_from_a_run_directory(evaluated, tmp
         {"run": {}, "vae": summary["vae"], "mdrnn": summary["mdrnn"]}))
     assert watch.main([str(tmp_path / "run"), "--record", str(video)]) == 2
     assert "lists no controller result" in capsys.readouterr().err
+
+
+def test_final_mean_drives_cma_es_last_mean_on_the_same_tracks(evaluated, monkeypatch):
+    """evaluate.controller=final_mean: a new evaluate result (its own key), the controller
+    reused, es_mean.pt loaded, and the returns those of es_mean.pt on the evaluation tracks.
+    (In this tiny run the kept controller may be that same last mean.)"""
+    root, kept, _ = evaluated
+    loaded = []
+    kept_controller = evaluate_step.kept_controller
+
+    def spy(controller_dir, files, model):
+        loaded.append(model)
+        return kept_controller(controller_dir, files, model)
+
+    monkeypatch.setattr(evaluate_step, "kept_controller", spy)
+    cfg = tiny_config(**{"evaluate.controller": "final_mean"})
+    summary = runner(root, workers=2, cfg=cfg).run(["evaluate"])
+    mean = summary["evaluate"]
+    assert loaded == ["es_mean.pt"]
+    assert summary["controller"]["reused"] and not mean["reused"]
+    assert mean["key"] != kept["evaluate"]["key"] and mean["controller"] == "final_mean"
+    es_mean = load_flat(Path(summary["controller"]["path"]) / "es_mean.pt")
+    files = stored_agent(Path(summary["vae"]["path"]), Path(summary["mdrnn"]["path"]), cfg.env)
+    job = Job(np.repeat(es_mean[None], EPISODES, axis=0),
+              evaluate_step.episode_tracks(cfg.seed, EPISODES),
+              evaluate_step.noise_seeds(cfg.seed, EPISODES))
+    [rollouts] = drive_jobs([job], files, DriveSettings(max_steps=cfg.env.max_steps, z="mean",
+                                                        early_stop_steps=None), 1, "es_mean")
+    assert mean["returns"] == [r.total_reward for r in rollouts]
+
+
+def test_evaluate_controller_at_its_default_keeps_the_keys_and_a_bad_one_is_refused():
+    row = next(step for step in pipeline.STEPS if step.name == "evaluate")
+    cfg = compose_config(["data=tiny", "hardware=cpu"])
+    assert "controller" not in drop_keys(row.config_slice(cfg), row.not_in_identity,
+                                         row.added)["evaluate"]
+    with pytest.raises(ConfigError, match="evaluate.controller='median' is not one of kept, "
+                                          "final_mean"):
+        evaluate_step.EvaluateConfig(seed=0, evaluate=evaluate_step.EvaluateParams(
+            controller="median"))

@@ -82,6 +82,7 @@ CHAIN: tuple[Step, ...] = (
         reads=("seed", "env", "evaluate"), config=evaluate.EvaluateConfig,
         writes=(E.RESULTS, E.HISTOGRAM, *(f"{name}.*" for name in E.VIDEOS)),
         not_in_identity=("env.renderer",),  # it always drives identical frames (scoring_env)
+        added=(("evaluate.controller", "kept"),),
     ),
 )
 

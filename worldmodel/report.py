@@ -209,7 +209,10 @@ def protocol_lines(name: str, entry: dict, config: dict) -> str:
     if name == "evaluate":
         stock = env.get("max_steps") == 1000 and not env.get("domain_randomize")
         rules = "stock CarRacing-v3 rules" if stock else "NOT the stock CarRacing-v3 rules"
-        return (f"{fmt(entry.get('episodes'))} episodes of up to {fmt(env.get('max_steps'))} "
+        driven = ("CMA-ES's final mean (es_mean.pt, evaluate.controller=final_mean), "
+                  if entry.get("controller") == "final_mean" else "")
+        return (f"{driven}{fmt(entry.get('episodes'))} episodes of up to "
+                f"{fmt(env.get('max_steps'))} "
                 f"frames ({rules}), {frames_of(entry.get('renderer') or env.get('renderer'))}, "
                 f"{acting(env.get('action_repeat', 1))}, "
                 f"no early stop, seed {seed}; evaluation tracks from "

@@ -134,15 +134,17 @@ def stored_agent(vae_dir: Path, mdrnn_dir: Path, env: EnvConfig) -> AgentFiles:
     return AgentFiles(str(vae_dir / layout.VAE.MODEL), str(mdrnn_dir / layout.MDRNN.MODEL), env)
 
 
-def kept_controller(controller_dir: Path, files: AgentFiles) -> tuple[np.ndarray, str]:
-    """A controller result's kept controller as flat parameters (refused if made for another V
-    or M than `files`), and what it sees of V's posterior (controller.json's z)."""
+def kept_controller(controller_dir: Path, files: AgentFiles,
+                    model: str = layout.CONTROLLER.MODEL) -> tuple[np.ndarray, str]:
+    """A controller result's kept controller (or its other checkpoint `model`, es_mean.pt) as
+    flat parameters (refused if made for another V or M than `files`), and what it sees of V's
+    posterior (controller.json's z)."""
     info_path = controller_dir / layout.CONTROLLER.SUMMARY
     if not info_path.is_file():
         raise StoreError(f"{info_path} is missing; recompute the controller "
                          "(force=[controller])")
     z_mode = durable.read_json(info_path)["z"]
-    flat = load_controller(controller_dir / layout.CONTROLLER.MODEL, expect=controller_size(
+    flat = load_controller(controller_dir / model, expect=controller_size(
         Path(files.vae), Path(files.mdrnn))).get_flat()
     return flat, z_mode
 

@@ -1,7 +1,8 @@
 """evaluate: the agent's score on tracks it never saw (paper section 3.3: the average return
 over 100 random trials; CarRacing counts as solved at 900).
 
-Inputs: vae (model.pt), mdrnn (model.pt), controller (controller.pt, controller.json).
+Inputs: vae (model.pt), mdrnn (model.pt), controller (controller.json and the controller
+evaluate.controller names: controller.pt, the kept one, or es_mean.pt, CMA-ES's final mean).
 Outputs, in the step's directory:
 
     returns.json                    every episode (track seed, return, steps, lap finished)
@@ -38,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodel import durable, layout, seeding
-from worldmodel.config import at_least, require
+from worldmodel.config import at_least, one_of, require
 from worldmodel.envs import SOLVED, EnvConfig, scoring_env
 from worldmodel.figures import evaluate as evaluate_figures
 from worldmodel.pool import run_tasks, task_deadline
@@ -64,6 +65,8 @@ FILES = layout.EVALUATE
 PROGRESS = "episodes.jsonl"  # only while driving: the episodes a killed run finished
 EPISODES_PER_TASK = 4  # episodes a worker drives together (one batch through V)
 STOCK_MAX_STEPS = 1000  # CarRacing-v3's TimeLimit
+# evaluate.controller: which of the controller step's controllers drives the evaluation.
+CONTROLLERS = {"kept": layout.CONTROLLER.MODEL, "final_mean": layout.CONTROLLER.MEAN_MODEL}
 
 
 @dataclass
@@ -75,6 +78,9 @@ class EvaluateParams:
     video_fps: int = 50
     """Simulated frames per second of video (CarRacing simulates 50): a video shows one picture
     per agent step, video_fps / env.action_repeat of them per second, so 50 is real time."""
+    controller: str = "kept"
+    """The controller evaluated: kept (controller.pt, the best of the periodic scorings) |
+    final_mean (es_mean.pt, CMA-ES's mean where the search ended, the original's choice)."""
 
 
 @dataclass
@@ -84,7 +90,8 @@ class EvaluateConfig:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
     def __post_init__(self) -> None:
-        require(at_least("evaluate", self.evaluate, ("episodes", "video_fps")))
+        require(at_least("evaluate", self.evaluate, ("episodes", "video_fps"))
+                + one_of("evaluate.controller", self.evaluate.controller, CONTROLLERS))
 
 
 def episode_tracks(seed: int, episodes: int) -> list[int]:
@@ -238,7 +245,11 @@ def run(ctx: StepContext) -> dict:
         ctx.log.info("evaluate: driving on the identical %s renderer, not the training "
                      "renderer %s", env.renderer, cfg.env.renderer)
     files = stored_agent(ctx.input("vae").path, ctx.input("mdrnn").path, env)
-    flat, z_mode = kept_controller(ctx.input("controller").path, files)
+    flat, z_mode = kept_controller(ctx.input("controller").path, files,
+                                   CONTROLLERS[params.controller])
+    if params.controller != "kept":
+        ctx.log.info("evaluate: driving %s (evaluate.controller=%s), not the kept controller",
+                     CONTROLLERS[params.controller], params.controller)
     if cfg.env.max_steps != STOCK_MAX_STEPS or cfg.env.domain_randomize:
         ctx.log.warning("env.max_steps=%d, env.domain_randomize=%s: not the stock CarRacing-v3 "
                         "rules, so the score does not compare with published ones",
@@ -274,7 +285,7 @@ def run(ctx: StepContext) -> dict:
                    on_done=finished)
 
     rows = [done[i] for i in range(params.episodes)]
-    summary = {**summarize(rows), "renderer": env.renderer}
+    summary = {**summarize(rows), "renderer": env.renderer, "controller": params.controller}
     picks = pick_videos(rows)
     durable.write_json(ctx.dir / FILES.RESULTS, {**summary, "z": z_mode, "videos": picks,
                                           "episode_results": rows})
