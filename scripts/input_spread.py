@@ -24,14 +24,16 @@ import torch
 from worldmodel import durable, layout
 from worldmodel.latents import load_latents
 from worldmodel.models import MDRNN
+from worldmodel.report import last_round
 from worldmodel.rollout import load_model
 
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 def step_dir(run: Path, summary: dict, kind: str) -> Path:
-    entry = summary.get(kind)
-    if not isinstance(entry, dict) or "path" not in entry:
+    """The result directory of the run's (last round's) step of `kind`."""
+    entry = last_round(summary, kind)
+    if entry is None or "path" not in entry:
         sys.exit(f"{run / 'summary.json'} lists no {kind} result; run the chain up to mdrnn "
                  "first (worldmodel steps=[mdrnn])")
     return Path(entry["path"])
